@@ -1,0 +1,32 @@
+"""`lems` command line. Each subcommand lives in its own module with `add_parser(subparsers)` and `run(args)`.
+
+Modules are imported lazily so that `lems --help` does not load TensorFlow.
+"""
+import argparse
+import importlib
+import sys
+
+# subcommand name -> (module, one-line help)
+SUBCOMMANDS = {
+    "quickstart": ("lems_cli.quickstart", "train a small LEM on generated bars and print its slippage against TWAP"),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="lems", description="Large Execution Models on TFX")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    sub_parser = argparse.ArgumentParser(prog=f"lems {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
+    module.add_parser(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return module.run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
