@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.11",  # TFX 1.16 wheels and our pinned set; see constraints.txt
-    packages=find_packages(include=["lem_model*", "components*", "pipeline*", "kubeflow*", "lems_cli*"]),
+    packages=find_packages(include=["lem_model*", "components*", "pipeline*", "kubeflow*", "serving*", "backfill*", "lems_cli*"]),
     package_data={"": ["*.pbtxt", "*.json", "*.yaml"]},
     include_package_data=True,
     install_requires=[

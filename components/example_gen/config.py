@@ -1,0 +1,128 @@
+"""`IngestionConfig`: everything the market-data ExampleGen needs, in one JSON-serialisable object.
+
+The pipeline config (`pipeline/configs.py`) builds one and passes it to `MarketDataExampleGen`; the
+benchmark entry point `components.example_gen.ingest.run_ingestion` takes the same object.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Mapping, Optional, Sequence
+
+import pandas as pd
+
+from components.market_data.resample import MISSING_RULES
+from components.market_data.readers import BAD_ROW_POLICIES
+
+SPLIT_NAMES = ("train", "eval", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestionConfig:
+    """Market-data ingestion settings.
+
+    Sizes (bars of each example's own frequency): `norm_window` W, `lookback` L, `n_ahead` N.
+    `frequencies`: target bar lengths in minutes, resampled from each asset's source bars where the target
+      is a multiple of the source bar length (paper: 15, 90, 250 minutes for crypto, 1440 for equities;
+      a target an asset cannot be built at is skipped and counted as `frequency_not_derivable`).
+    `stride` (or per frequency `stride_by_frequency`): bars between consecutive example origins.
+    Splits: time ranges `train` [start, eval_start), `eval` [eval_start, test_start), `test` [test_start, end)
+      (None = open). An example belongs to a split when ALL its W+L+N bars (open to close) lie inside the
+      split's range and its first bar opens at least `embargo_bars` bars after the range's start (extra
+      purge after a boundary); others are dropped and counted (`examples_straddling_split`,
+      `examples_in_embargo`, `examples_outside_range`). Never hashed.
+    Missing bars: `missing_bar_rule` ("zero_fill" or "skip"), per frequency override
+      `missing_bar_rule_by_frequency` (default daily bars: "skip", trading days are consecutive), gaps longer
+      than `max_gap_bars` split a series (see `components.market_data.resample`).
+    `bad_rows`: "error" (default) or "drop" (counted) for bad values (see `components.market_data.readers`).
+    `min_examples_per_split`: the run fails when a split gets fewer examples.
+    `input_patterns`: globs relative to the input base selecting files (directories recursively).
+    """
+    frequencies: Sequence[int] = (15, 90, 250, 1440)
+    norm_window: int = 336
+    lookback: int = 120
+    n_ahead: int = 12
+    stride: int = 1
+    stride_by_frequency: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    start: Optional[str] = None
+    eval_start: Optional[str] = "2017-01-01"
+    test_start: Optional[str] = "2020-01-01"
+    end: Optional[str] = None
+    embargo_bars: int = 0
+    missing_bar_rule: str = "zero_fill"
+    missing_bar_rule_by_frequency: Mapping[int, str] = dataclasses.field(default_factory=lambda: {1440: "skip"})
+    max_gap_bars: int = 8
+    bad_rows: str = "error"
+    min_examples_per_split: int = 1
+    input_patterns: Sequence[str] = ("*",)
+    chunk_rows: int = 200_000
+
+    def __post_init__(self):
+        for f in self.frequencies:
+            if int(f) < 1:
+                raise ValueError(f"frequencies must be positive minutes, got {f}")
+        if self.norm_window < 2 or self.lookback < 1 or self.n_ahead < 1:
+            raise ValueError(f"need norm_window >= 2, lookback >= 1, n_ahead >= 1, got "
+                             f"{self.norm_window}, {self.lookback}, {self.n_ahead}")
+        rules = [self.missing_bar_rule, *self.missing_bar_rule_by_frequency.values()]
+        if any(r not in MISSING_RULES for r in rules):
+            raise ValueError(f"missing-bar rules must be in {MISSING_RULES}, got {rules}")
+        if self.bad_rows not in BAD_ROW_POLICIES:
+            raise ValueError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {self.bad_rows!r}")
+        bounds = [self.boundary_seconds(x) for x in (self.start, self.eval_start, self.test_start, self.end)]
+        known = [b for b in bounds if b is not None]
+        if known != sorted(known) or len(set(known)) != len(known):
+            raise ValueError(f"split dates must increase: start={self.start}, eval_start={self.eval_start}, "
+                             f"test_start={self.test_start}, end={self.end}")
+
+    @property
+    def window_length(self) -> int:
+        return self.norm_window + self.lookback + self.n_ahead
+
+    def stride_for(self, frequency_minutes: int) -> int:
+        return int(self.stride_by_frequency.get(int(frequency_minutes), self.stride))
+
+    def missing_rule_for(self, frequency_minutes: int) -> str:
+        return self.missing_bar_rule_by_frequency.get(int(frequency_minutes), self.missing_bar_rule)
+
+    @staticmethod
+    def boundary_seconds(date: Optional[str]) -> Optional[int]:
+        """ISO date/time (naive = UTC) -> Unix seconds, None stays None."""
+        if date is None:
+            return None
+        t = pd.Timestamp(date)
+        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        return int(t.value // 1_000_000_000)
+
+    def split_ranges(self) -> list[tuple[Optional[int], Optional[int]]]:
+        """[(start_s, end_s)] of train, eval, test (None = open)."""
+        s, e1, e2, end = (self.boundary_seconds(x) for x in (self.start, self.eval_start, self.test_start, self.end))
+        return [(s, e1), (e1, e2), (e2, end)]
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["frequencies"] = list(self.frequencies)
+        d["input_patterns"] = list(self.input_patterns)
+        d["stride_by_frequency"] = {str(k): v for k, v in self.stride_by_frequency.items()}
+        d["missing_bar_rule_by_frequency"] = {str(k): v for k, v in self.missing_bar_rule_by_frequency.items()}
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | Mapping) -> "IngestionConfig":
+        d = dict(json.loads(text) if isinstance(text, str) else text)
+        for k in ("stride_by_frequency", "missing_bar_rule_by_frequency"):
+            if k in d:
+                d[k] = {int(f): v for f, v in dict(d[k]).items()}
+        for k in ("frequencies",):
+            if k in d:
+                d[k] = tuple(int(x) for x in d[k])
+        for k in ("norm_window", "lookback", "n_ahead", "stride", "embargo_bars", "max_gap_bars",
+                  "min_examples_per_split", "chunk_rows"):
+            if k in d:
+                d[k] = int(d[k])
+        if "input_patterns" in d:
+            d["input_patterns"] = tuple(d["input_patterns"])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ingestion config keys {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,416 @@
+"""Readers of market-data files into validated chunks of bars (pandas/NumPy; streamed, one chunk at a time).
+
+Formats (`detect_format` picks one from the file name and first line):
+  * **Binance Data Vision klines** `<SYMBOL>-<interval>-<YYYY-MM>[-DD].csv` or the same-named `.zip`, with or
+    without a header row; 12 columns (open_time, open, high, low, close, volume, close_time, quote_volume,
+    count, taker_buy_volume, taker_buy_quote_volume, ignore). Open times are milliseconds, or microseconds
+    (Binance spot since 2025): decided per row by magnitude (>= 1e15 means microseconds). Asset and bar
+    interval come from the file name (the interval falls back to close_time - open_time).
+  * **Yahoo-style daily CSV** `<SYMBOL>.csv` with Date, Open, High, Low, Close, Adj Close, Volume. The date is
+    the bar label at 00:00 UTC. Yahoo has no notional: quote volume = Volume x Adj Close (Close if there is
+    no Adj Close), as the paper does for equities.
+  * **Tidy Parquet/CSV** with `timestamp, asset, volume, quote_volume[, close][, frequency]` (the layout of
+    `/work/shared/data`). Without `quote_volume`, quote volume = volume x close. Timestamps: tz-aware (any
+    zone, converted to UTC) or naive (read as UTC); mixing zones or naive and aware values is an error. The
+    bar length is the `frequency` label (`15m`, `1h`, `1d`, ...) or, without it, the most common gap between
+    an asset's consecutive bars in the file.
+
+Bad input (item 7 of the spec) and what happens:
+  * always an error (`MarketDataError` naming file, row and problem): missing or misnamed columns,
+    non-numeric fields, unparseable or mixed-timezone timestamps, timestamps that go backwards within a file
+    (per asset and bar length), unknown file format;
+  * an error by default, or a counted drop with `bad_rows="drop"` (counter names `DROP_*`): NaN or
+    infinite values, negative volume or quote volume, zero or negative prices, duplicate timestamps within a
+    file (the first row is kept).
+Row numbers are 1-based lines of the CSV file (header included) or 1-based data rows of a Parquet file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import io
+import os
+import re
+import zipfile
+from typing import Iterator, MutableMapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+DROP_NON_FINITE = "rows_non_finite"
+DROP_NEGATIVE_VOLUME = "rows_negative_volume"
+DROP_NON_POSITIVE_PRICE = "rows_non_positive_price"
+DROP_DUPLICATE_TIMESTAMP = "rows_duplicate_timestamp"
+BAD_ROW_POLICIES = ("error", "drop")
+
+BINANCE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+                   "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore")
+YAHOO_REQUIRED = ("Date", "Volume")
+TIDY_REQUIRED = ("timestamp", "asset", "volume")
+_BINANCE_NAME = re.compile(r"^(?P<asset>[A-Z0-9]+)-(?P<interval>\d+[smhdwM])-(?P<period>\d{4}-\d{2}(-\d{2})?)$")
+_INTERVAL_MINUTES = {"s": 1 / 60, "m": 1, "h": 60, "d": 1440, "w": 10080}
+DEFAULT_CHUNK_ROWS = 200_000
+
+
+class MarketDataError(ValueError):
+    """A problem with an input file, naming the file, the row and the problem."""
+
+
+@dataclasses.dataclass
+class BarChunk:
+    """Validated bars of ONE asset at ONE source bar length from one file (a slice of it).
+
+    `timestamp_us`: int64 bar open, Unix microseconds UTC; `volume`, `quote_volume`: float64 >= 0;
+    `row`: int64 row numbers in the file (for messages)."""
+    asset: str
+    source_minutes: int
+    timestamp_us: np.ndarray
+    volume: np.ndarray
+    quote_volume: np.ndarray
+    row: np.ndarray
+    file: str
+
+    def __len__(self) -> int:
+        return len(self.timestamp_us)
+
+
+def interval_minutes(label: str) -> int:
+    """`15m` -> 15, `1h` -> 60, `1d` -> 1440, `90min` -> 90 (bar-length labels of Binance and tidy files)."""
+    m = re.fullmatch(r"(\d+)\s*(min|m|h|d|w)", str(label).strip())
+    if not m:
+        raise ValueError(f"unknown bar length label {label!r} (expected e.g. 15m, 90min, 1h, 1d)")
+    n, unit = int(m.group(1)), m.group(2)
+    return n * {"min": 1, "m": 1, "h": 60, "d": 1440, "w": 10080}[unit]
+
+
+# ----------------------------------------------------------------------------------------------- dispatch
+def detect_format(path: str) -> str | None:
+    """"binance", "yahoo", "tidy", or None for files that are not market data (e.g. README)."""
+    base = os.path.basename(path)
+    stem, ext = os.path.splitext(base)
+    if ext == ".zip" or (ext == ".csv" and _BINANCE_NAME.match(stem)):
+        return "binance"
+    if ext == ".parquet":
+        return "tidy"
+    if ext == ".csv":
+        with open(path, "r", encoding="utf-8-sig", errors="replace") as f:
+            header = [h.strip() for h in f.readline().split(",")]
+        if "Date" in header:
+            return "yahoo"
+        if "timestamp" in header:
+            return "tidy"
+        first = header[0] if header else ""
+        if first.isdigit():
+            raise MarketDataError(f"{path}: row 1: looks like Binance klines without a header, but the file "
+                                  f"name is not <SYMBOL>-<interval>-<YYYY-MM[-DD]>.csv")
+        raise MarketDataError(f"{path}: row 1: unknown CSV layout, header {header[:8]}: expected Binance klines, "
+                              f"Yahoo (Date, ..., Volume) or tidy (timestamp, asset, volume, quote_volume)")
+    return None
+
+
+def list_input_files(input_base: str, patterns: Sequence[str] = ("*",)) -> list[str]:
+    """Market-data files under `input_base` matching any of `patterns` (relative globs; directories that
+    match are searched recursively), sorted. Files of unknown type (README, .json, ...) are skipped."""
+    out = set()
+    for root, _, files in os.walk(input_base):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, input_base)
+            parts = rel.split(os.sep)
+            prefixes = [os.sep.join(parts[:i]) for i in range(1, len(parts) + 1)]
+            if any(fnmatch.fnmatch(p, pat) for pat in patterns for p in prefixes):
+                if os.path.splitext(name)[1] in (".csv", ".zip", ".parquet"):
+                    out.add(path)
+    return sorted(out)
+
+
+def read_file(path: str, *, bad_rows: str = "error", drops: MutableMapping[str, int] | None = None,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[BarChunk]:
+    """Stream the validated bars of one file as `BarChunk`s (see the module docstring)."""
+    fmt = detect_format(path)
+    reader = {"binance": read_binance_klines, "yahoo": read_yahoo_daily, "tidy": read_tidy}.get(fmt)
+    if reader is None:
+        raise MarketDataError(f"{path}: not a market-data file (.csv, .zip or .parquet)")
+    return reader(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows)
+
+
+def read_bars(paths: Sequence[str] | str, *, bad_rows: str = "error",
+              drops: MutableMapping[str, int] | None = None) -> pd.DataFrame:
+    """All bars of `paths` as one tidy frame: timestamp (UTC), asset, source_minutes, volume, quote_volume."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    frames = []
+    for p in paths:
+        for c in read_file(p, bad_rows=bad_rows, drops=drops):
+            frames.append(pd.DataFrame({
+                "timestamp": pd.to_datetime(c.timestamp_us, unit="us", utc=True), "asset": c.asset,
+                "source_minutes": c.source_minutes, "volume": c.volume, "quote_volume": c.quote_volume}))
+    if not frames:
+        return pd.DataFrame(columns=["timestamp", "asset", "source_minutes", "volume", "quote_volume"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def _count(drops, key, n):
+    if drops is not None and n:
+        drops[key] = drops.get(key, 0) + int(n)
+
+
+def _numeric(frame: pd.DataFrame, col: str, path: str, rows: np.ndarray) -> np.ndarray:
+    s = frame[col]
+    if s.dtype.kind in "fiub":
+        return s.to_numpy(np.float64)
+    values = pd.to_numeric(s, errors="coerce")
+    bad = values.isna() & s.notna() & ~s.astype(str).str.strip().str.lower().isin(["nan", "inf", "-inf", ""])
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise MarketDataError(f"{path}: row {rows[i]}: non-numeric value {s.iloc[i]!r} in column {col!r}")
+    return values.to_numpy(np.float64)
+
+
+def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray,
+              price: np.ndarray | None, rows: np.ndarray, bad_rows: str, drops, last_ts: dict, key
+              ) -> np.ndarray:
+    """Boolean mask of rows to keep; raises `MarketDataError` (or counts drops) for bad rows."""
+    if bad_rows not in BAD_ROW_POLICIES:
+        raise ValueError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {bad_rows!r}")
+    keep = np.ones(len(ts_us), bool)
+    price_arr = price if price is not None else np.ones(len(ts_us))
+    checks = [
+        (DROP_NON_FINITE, ~(np.isfinite(volume) & np.isfinite(quote_volume) & np.isfinite(price_arr)),
+         "NaN or infinite volume, quote volume or price"),
+        (DROP_NON_POSITIVE_PRICE, price_arr <= 0, "zero or negative price"),
+        (DROP_NEGATIVE_VOLUME, (volume < 0) | (quote_volume < 0), "negative volume or quote volume"),
+    ]
+    for reason, bad, what in checks:
+        bad = bad & keep
+        if bad.any():
+            i = int(np.argmax(bad))
+            if bad_rows == "error":
+                raise MarketDataError(f"{path}: row {rows[i]}: {what} (asset {asset}; "
+                                      f"{int(bad.sum())} such rows in this chunk; use bad_rows='drop' to "
+                                      f"drop and count them)")
+            _count(drops, reason, bad.sum())
+            keep &= ~bad
+    # Order within the file, per (asset, bar length): strictly increasing after dropping bad rows.
+    idx = np.flatnonzero(keep)
+    t = ts_us[idx]
+    prev = last_ts.get(key)
+    full = t if prev is None else np.concatenate([[prev], t])
+    d = np.diff(full)
+    off = 1 if prev is None else 0  # d[j] compares full[j + 1] = t[j + off] with its predecessor
+    if (d < 0).any():
+        j = int(np.argmax(d < 0))
+        raise MarketDataError(f"{path}: row {rows[idx[j + off]]}: timestamps of "
+                              f"{asset} go backwards ({pd.Timestamp(int(full[j + 1]), unit='us', tz='UTC')} "
+                              f"after {pd.Timestamp(int(full[j]), unit='us', tz='UTC')}): sort the file")
+    dup = d == 0
+    if dup.any():
+        j = int(np.argmax(dup))
+        if bad_rows == "error":
+            raise MarketDataError(f"{path}: row {rows[idx[j + off]]}: duplicate timestamp "
+                                  f"{pd.Timestamp(int(full[j + 1]), unit='us', tz='UTC')} for {asset} "
+                                  f"({int(dup.sum())} duplicates in this chunk; use bad_rows='drop' to keep "
+                                  f"the first and count the rest)")
+        _count(drops, DROP_DUPLICATE_TIMESTAMP, dup.sum())
+        keep[idx[np.flatnonzero(dup) + off]] = False
+    if len(t):
+        last_ts[key] = int(t[-1])
+    return keep
+
+
+def _chunk(path, asset, minutes, ts_us, volume, quote_volume, rows, keep) -> BarChunk:
+    return BarChunk(asset=asset, source_minutes=int(minutes), timestamp_us=ts_us[keep].astype(np.int64),
+                    volume=volume[keep], quote_volume=quote_volume[keep], row=rows[keep].astype(np.int64),
+                    file=path)
+
+
+def _require(path: str, columns, required, fmt: str):
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise MarketDataError(f"{path}: row 1: missing column(s) {missing} for the {fmt} format; found "
+                              f"{list(columns)[:12]}")
+
+
+# ----------------------------------------------------------------------------------------------- Binance
+def _open_binance_text(path: str):
+    if path.endswith(".zip"):
+        zf = zipfile.ZipFile(path)
+        members = [n for n in zf.namelist() if n.endswith(".csv")]
+        if len(members) != 1:
+            raise MarketDataError(f"{path}: expected exactly one .csv inside the zip, found {zf.namelist()}")
+        return io.TextIOWrapper(zf.open(members[0]), encoding="utf-8-sig")
+    return open(path, "r", encoding="utf-8-sig")
+
+
+def read_binance_klines(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+                        ) -> Iterator[BarChunk]:
+    """Binance Data Vision klines (CSV or ZIP, header optional, ms or us open times) -> `BarChunk`s."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    m = _BINANCE_NAME.match(stem)
+    if not m:
+        raise MarketDataError(f"{path}: Binance kline files must be named <SYMBOL>-<interval>-<YYYY-MM[-DD]>"
+                              f".csv/.zip (e.g. BTCUSDT-1m-2018-02.zip) to tell the asset")
+    asset = m.group("asset")
+    label = m.group("interval")
+    minutes = None if label.endswith(("s", "M")) else interval_minutes(label)
+    with _open_binance_text(path) as text:
+        first = text.readline()
+    cells = [c.strip() for c in first.split(",")]
+    header = not cells[0].lstrip("-").isdigit()
+    if len(cells) < 8:
+        raise MarketDataError(f"{path}: row 1: {len(cells)} columns, Binance klines have 12")
+    if header and cells[0] == "open_time":
+        names = cells
+    else:  # no header, or a header with other spellings: Binance's fixed column order
+        names = list(BINANCE_COLUMNS[:len(cells)]) + [f"extra{i}" for i in range(len(cells) - 12)]
+    _require(path, names, ("open_time", "close", "volume", "close_time", "quote_volume"), "Binance")
+    last_ts: dict = {}
+    start = 2 if header else 1
+    with _open_binance_text(path) as text:
+        for frame in pd.read_csv(text, header=0 if header else None, names=names, chunksize=chunk_rows):
+            rows = np.arange(start, start + len(frame))
+            start += len(frame)
+            t_open = _numeric(frame, "open_time", path, rows)
+            if not np.isfinite(t_open).all():
+                i = int(np.argmax(~np.isfinite(t_open)))
+                raise MarketDataError(f"{path}: row {rows[i]}: missing open_time")
+            t_open = t_open.astype(np.int64)
+            us = np.where(t_open >= 10 ** 15, t_open, t_open * 1000)
+            if minutes is None or minutes == 0:
+                t_close = _numeric(frame, "close_time", path, rows).astype(np.int64)
+                t_close_us = np.where(t_close >= 10 ** 15, t_close, t_close * 1000)
+                span = np.median(t_close_us - us + (np.where(t_close >= 10 ** 15, 1, 1000)))
+                minutes = max(1, int(round(span / 60e6)))
+            volume = _numeric(frame, "volume", path, rows)
+            quote = _numeric(frame, "quote_volume", path, rows)
+            close = _numeric(frame, "close", path, rows)
+            keep = _validate(path, asset, us, volume, quote, close, rows, bad_rows, drops, last_ts, asset)
+            yield _chunk(path, asset, minutes, us, volume, quote, rows, keep)
+
+
+# ----------------------------------------------------------------------------------------------- Yahoo
+def _parse_times(values: pd.Series, path: str, rows: np.ndarray, col: str) -> np.ndarray:
+    """Strings or datetimes -> int64 Unix microseconds UTC; naive = UTC; mixed zones -> error."""
+    s = values
+    if pd.api.types.is_datetime64_any_dtype(s):
+        dt = s.dt.tz_convert("UTC") if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
+        return dt.astype("int64").to_numpy() // 1000
+    if s.dtype.kind in "iuf":
+        raise MarketDataError(f"{path}: row {rows[0]}: column {col!r} holds numbers, expected dates/times "
+                              f"(ISO strings or datetime values)")
+    st = s.astype(str).str.strip()
+    aware = st.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True) & st.str.contains(r"\d[T ]\d", regex=True)
+    if aware.any() and not aware.all():
+        i = int(np.argmax((aware != aware.iloc[0]).to_numpy()))
+        raise MarketDataError(f"{path}: row {rows[i]}: mixed timezones in column {col!r}: {st.iloc[i]!r} vs "
+                              f"{st.iloc[0]!r} (all values must be naive = UTC, or all carry an offset)")
+    if aware.any():
+        offsets = st.str.extract(r"(Z|[+-]\d{2}:?\d{2})$")[0].str.replace("Z", "+00:00")
+        if offsets.nunique() > 1:
+            i = int(np.argmax((offsets != offsets.iloc[0]).to_numpy()))
+            raise MarketDataError(f"{path}: row {rows[i]}: mixed timezones in column {col!r}: {st.iloc[i]!r} "
+                                  f"vs {st.iloc[0]!r}")
+    try:
+        dt = pd.to_datetime(st, utc=True, errors="raise")
+    except (ValueError, TypeError) as e:
+        parsed = pd.to_datetime(st, utc=True, errors="coerce")
+        i = int(np.argmax(parsed.isna().to_numpy()))
+        raise MarketDataError(f"{path}: row {rows[i]}: cannot parse {col} {st.iloc[i]!r} ({e})") from None
+    return dt.astype("int64").to_numpy() // 1000
+
+
+def read_yahoo_daily(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+                     ) -> Iterator[BarChunk]:
+    """Yahoo-style daily CSV (asset = file stem) -> `BarChunk`s; quote volume = Volume x Adj Close."""
+    asset = os.path.splitext(os.path.basename(path))[0]
+    last_ts: dict = {}
+    start = 2
+    for frame in pd.read_csv(path, chunksize=chunk_rows, dtype={"Date": str}):
+        frame.columns = [c.strip() for c in frame.columns]
+        _require(path, frame.columns, YAHOO_REQUIRED, "Yahoo")
+        price_col = "Adj Close" if "Adj Close" in frame.columns else "Close"
+        _require(path, frame.columns, (price_col,), "Yahoo")
+        rows = np.arange(start, start + len(frame))
+        start += len(frame)
+        ts = _parse_times(frame["Date"], path, rows, "Date")
+        volume = _numeric(frame, "Volume", path, rows)
+        price = _numeric(frame, price_col, path, rows)
+        if "Close" in frame.columns and price_col != "Close":
+            price_close = _numeric(frame, "Close", path, rows)
+            price_check = np.where(np.isfinite(price_close) & (price_close <= 0), price_close, price)
+        else:
+            price_check = price
+        quote = volume * price
+        keep = _validate(path, asset, ts, volume, quote, price_check, rows, bad_rows, drops, last_ts, asset)
+        yield _chunk(path, asset, 1440, ts, volume, quote, rows, keep)
+
+
+# ----------------------------------------------------------------------------------------------- tidy
+def _tidy_frames(path: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, int]]:
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        _require(path, names, TIDY_REQUIRED, "tidy")
+        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", "frequency") if c in names]
+        start = 1
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
+            frame = batch.to_pandas()
+            yield frame, start
+            start += len(frame)
+    else:
+        start = 2
+        for frame in pd.read_csv(path, chunksize=chunk_rows, dtype={"timestamp": str, "asset": str}):
+            frame.columns = [c.strip() for c in frame.columns]
+            _require(path, frame.columns, TIDY_REQUIRED, "tidy")
+            yield frame, start
+            start += len(frame)
+
+
+def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+              ) -> Iterator[BarChunk]:
+    """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, frequency]`) -> `BarChunk`s,
+    one per (asset, bar length) present in each chunk."""
+    last_ts: dict = {}
+    inferred: dict = {}
+    for frame, start in _tidy_frames(path, chunk_rows):
+        if "quote_volume" not in frame.columns and "close" not in frame.columns:
+            raise MarketDataError(f"{path}: row 1: needs quote_volume, or close to estimate it as volume x close; "
+                                  f"found {list(frame.columns)}")
+        rows = np.arange(start, start + len(frame))
+        ts = _parse_times(frame["timestamp"], path, rows, "timestamp")
+        volume = _numeric(frame, "volume", path, rows)
+        close = _numeric(frame, "close", path, rows) if "close" in frame.columns else None
+        if "quote_volume" in frame.columns:
+            quote = _numeric(frame, "quote_volume", path, rows)
+            if close is not None:  # estimate only where the quote volume is missing
+                quote = np.where(frame["quote_volume"].isna().to_numpy(), volume * close, quote)
+        else:
+            quote = volume * close
+        assets = frame["asset"].astype(str).to_numpy()
+        if "frequency" in frame.columns:
+            labels = frame["frequency"].astype(str).to_numpy()
+        else:
+            labels = np.full(len(frame), "", dtype=object)
+        keys = pd.MultiIndex.from_arrays([assets, labels])
+        for (asset, label) in keys.unique():
+            sel = np.flatnonzero((assets == asset) & (labels == label))
+            if label:
+                try:
+                    minutes = interval_minutes(label)
+                except ValueError as e:
+                    raise MarketDataError(f"{path}: row {rows[sel[0]]}: {e}") from None
+            else:
+                minutes = inferred.get(asset)
+                if minutes is None:
+                    d = np.diff(np.sort(ts[sel]))
+                    d = d[d > 0]
+                    if not len(d):
+                        raise MarketDataError(f"{path}: row {rows[sel[0]]}: cannot infer the bar length of {asset} "
+                                              f"from a single bar: add a 'frequency' column (e.g. 15m)")
+                    vals, counts = np.unique(d, return_counts=True)
+                    minutes = max(1, int(round(vals[np.argmax(counts)] / 60e6)))
+                    inferred[asset] = minutes
+            keep = _validate(path, asset, ts[sel], volume[sel], quote[sel], None if close is None else close[sel],
+                             rows[sel], bad_rows, drops, last_ts, (asset, label))
+            yield _chunk(path, asset, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep)

@@ -1,0 +1,158 @@
+"""ExampleGen logic: time splits with embargo (never straddling), per-asset series -> examples, the Beam
+ingestion entry point (files -> tf.Examples + report), config plumbing."""
+import glob
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from components.example_gen import executor, ingest
+from components.example_gen.config import SPLIT_NAMES, IngestionConfig
+from components.market_data import readers, synthetic
+
+CFG = IngestionConfig(frequencies=(15, 90), norm_window=16, lookback=8, n_ahead=4, stride=3,
+                      eval_start="2024-01-20", test_start="2024-01-27", end="2024-02-03")
+
+
+def s(date):
+    return int(pd.Timestamp(date, tz="UTC").value // 10**9)
+
+
+def test_assign_splits_boundaries_and_embargo():
+    cfg = IngestionConfig(eval_start="2020-01-02", test_start="2020-01-03", embargo_bars=2)
+    bar = 900
+    first = np.array([s("2020-01-01"), s("2020-01-02") - 10 * bar, s("2020-01-02"), s("2020-01-02") + 2 * bar,
+                      s("2020-01-03") + 5 * bar])
+    last = first + 10 * bar
+    counts = {}
+    out = ingest.assign_splits(first, last, cfg, 15, counts)
+    # ends exactly at the boundary -> train; starts at the boundary -> embargo; 2 bars after -> eval
+    assert out.tolist() == [0, 0, -1, 1, 2]
+    assert counts == {"examples_in_embargo": 1}
+    out = ingest.assign_splits(np.array([s("2020-01-02") - 5 * bar]), np.array([s("2020-01-02") + 5 * bar]), cfg,
+                               15, counts)
+    assert out.tolist() == [-1] and counts["examples_straddling_split"] == 1
+
+
+def chunk(asset, ts, vol, minutes=15, file="f.csv"):
+    ts = np.asarray(ts, np.int64)
+    return readers.BarChunk(asset=asset, source_minutes=minutes, timestamp_us=ts * 10**6,
+                            volume=np.asarray(vol, float), quote_volume=np.asarray(vol, float) * 3,
+                            row=np.arange(2, 2 + len(ts)), file=file)
+
+
+def test_asset_with_too_little_history_is_counted():
+    ts = s("2024-01-02") + 900 * np.arange(20)  # 20 bars < W+L+N = 28
+    counts = {}
+    assert list(ingest.asset_examples("X", [chunk("X", ts, np.ones(20))], CFG, counts)) == []
+    assert counts["segments_too_short"] >= 1 and counts["asset_frequency_without_examples"] == 2
+
+
+def test_duplicates_across_files_error_or_count():
+    ts = s("2024-01-02") + 900 * np.arange(40)
+    parts = [chunk("X", ts[:30], np.ones(30), file="a.csv"), chunk("X", ts[25:], np.ones(15), file="b.csv")]
+    with pytest.raises(readers.MarketDataError, match=r"b\.csv: row 2: duplicate timestamp .* also in a\.csv row 27"):
+        list(ingest.asset_examples("X", parts, CFG, {}))
+    counts = {}
+    exs = list(ingest.asset_examples("X", parts, IngestionConfig(**{**CFG.__dict__, "bad_rows": "drop"}), counts))
+    assert counts["rows_duplicate_across_files"] == 5 and exs
+
+
+def test_daily_from_intraday_and_frequency_not_derivable():
+    ts = s("2024-01-01") + 86400 * np.arange(40)
+    counts = {}
+    cfg = IngestionConfig(**{**CFG.__dict__, "frequencies": (15, 1440), "eval_start": None, "test_start": None,
+                             "end": None})
+    exs = list(ingest.asset_examples("AAPL", [chunk("AAPL", ts, np.ones(40), minutes=1440)], cfg, counts))
+    assert counts["frequency_not_derivable"] == 1
+    assert {ex["frequency_minutes"] for _, ex in exs} == {1440}
+
+
+def parse(path_glob):
+    spec = {"volume": tf.io.FixedLenFeature([CFG.window_length], tf.float32),
+            "quote_volume": tf.io.FixedLenFeature([CFG.window_length], tf.float32),
+            "timestamp": tf.io.FixedLenFeature([CFG.window_length], tf.int64),
+            "asset": tf.io.FixedLenFeature([], tf.string),
+            "frequency_minutes": tf.io.FixedLenFeature([], tf.int64),
+            "origin_time": tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(glob.glob(path_glob), compression_type="GZIP")
+    return [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in ds]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingest")
+    data = root / "data"
+    btc = synthetic.generate_bars(["BTCUSDT"], start="2024-01-10", periods=288 * 24, freq_minutes=5, seed=0)
+    btc = btc[~btc.timestamp.between("2024-01-15 03:00", "2024-01-15 03:30", inclusive="left")]  # 6 missing bars
+    synthetic.write_binance_klines(btc, str(data / "binance"), 5)
+    xrp = synthetic.generate_bars(["XRPUSDT"], start="2024-01-10", periods=96 * 24, freq_minutes=15, seed=1)
+    synthetic.write_tidy(xrp, str(data / "tidy" / "xrp.parquet"))
+    report = ingest.run_ingestion(str(data), str(root / "out"), CFG)
+    return root / "out", report, btc, xrp
+
+
+def test_run_ingestion_writes_time_split_examples(ingested):
+    out, report, btc, _ = ingested
+    ranges = CFG.split_ranges()
+    total = 0
+    for i, name in enumerate(SPLIT_NAMES):
+        exs = parse(str(out / f"Split-{name}" / "*.gz"))
+        assert len(exs) == report["examples_per_split"][name] > 0
+        total += len(exs)
+        lo, hi = ranges[i]
+        for ex in exs:
+            f = int(ex["frequency_minutes"])
+            ts = ex["timestamp"]
+            # consecutive grid bars (zero-fill rule), ending at the last execution bar
+            assert np.all(np.diff(ts) == f * 60) and np.all(ts % (f * 60) == 0)
+            assert ex["origin_time"] == ts[CFG.norm_window + CFG.lookback]
+            # all W+L+N bars (open .. close) inside the split's range: nothing straddles a boundary
+            assert (lo is None or ts[0] >= lo) and (hi is None or ts[-1] + f * 60 <= hi)
+    c = report["counts"]
+    assert c["examples_emitted"] == total and c["bars_zero_filled"] >= 2 and c["examples_straddling_split"] > 0
+    assert c["files_read"] == 3 and c["rows_read"] == len(btc) + 96 * 24
+    assert set(report["examples_per_split"]) == set(SPLIT_NAMES)
+    assert json.load(open(out / ingest.REPORT_FILE)) == report
+
+
+def test_resampled_examples_match_pandas_resampling(ingested):
+    out, _, btc, _ = ingested
+    exs = [e for e in parse(str(out / "Split-train" / "*.gz")) if e["asset"] == b"BTCUSDT"
+           and e["frequency_minutes"] == 90]
+    ref = btc.set_index("timestamp")[["volume", "quote_volume"]].resample("90min", origin="epoch").sum()
+    ex = exs[len(exs) // 2]
+    idx = pd.to_datetime(ex["timestamp"], unit="s", utc=True)
+    np.testing.assert_allclose(ex["volume"], ref.loc[idx, "volume"].values, rtol=1e-6)
+    np.testing.assert_allclose(ex["quote_volume"], ref.loc[idx, "quote_volume"].values, rtol=1e-6)
+
+
+def test_run_ingestion_fails_with_actionable_message_when_a_split_is_empty(ingested, tmp_path):
+    out, _, _, _ = ingested
+    cfg = IngestionConfig(**{**CFG.__dict__, "test_start": "2024-02-02T20:00"})
+    with pytest.raises(ValueError, match=r"too few examples in split\(s\) \{'test': 0\}.*split dates"):
+        ingest.run_ingestion(str(out.parent / "data"), str(tmp_path / "o"), cfg)
+
+
+def test_bad_file_fails_the_beam_run_naming_file_and_row(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "BAD.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n"
+                                            "2020-01-02,1,1,1,1,1,100\n2020-01-03,1,1,1,1,1,-7\n")
+    with pytest.raises(Exception, match=r"BAD\.csv: row 3: negative volume"):
+        ingest.run_ingestion(str(tmp_path / "d"), str(tmp_path / "o"), CFG)
+
+
+def test_config_round_trips_through_json_and_custom_config():
+    cfg = IngestionConfig(frequencies=(15, 250), stride_by_frequency={250: 2}, embargo_bars=3,
+                          missing_bar_rule_by_frequency={1440: "skip", 15: "skip"})
+    assert IngestionConfig.from_json(cfg.to_json()) == cfg
+    from google.protobuf import json_format
+    packed = json_format.MessageToJson(executor.pack_custom_config(cfg))
+    assert executor.unpack_custom_config({"custom_config": packed}) == cfg
+    with pytest.raises(ValueError, match="split dates must increase"):
+        IngestionConfig(eval_start="2020-01-01", test_start="2019-01-01")
+    with pytest.raises(ValueError, match="unknown ingestion config keys"):
+        IngestionConfig.from_json('{"stride": 2, "strides": 3}')

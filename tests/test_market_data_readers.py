@@ -1,0 +1,162 @@
+"""Readers on small fixtures (Binance zip/csv, ms/us, with/without header; Yahoo; tidy CSV/Parquet) and every
+bad-input class: an error naming file, row and problem, or a counted drop."""
+import os
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.market_data import readers
+from components.market_data.readers import MarketDataError
+
+FIX = os.path.join(os.path.dirname(__file__), "fixtures", "market_data")
+
+
+def utc(s):
+    return pd.Timestamp(s, tz="UTC")
+
+
+def test_binance_zipped_monthly_without_header_milliseconds_keeps_off_grid_open():
+    df = readers.read_bars(os.path.join(FIX, "binance", "BTCUSDT-1m-2018-02.zip"))
+    assert list(df.asset.unique()) == ["BTCUSDT"] and set(df.source_minutes) == {1}
+    assert len(df) == 8
+    assert df.timestamp.iloc[0] == utc("2018-02-09 15:36:00")
+    assert df.timestamp.iloc[5] == utc("2018-02-09 15:58:14.789")  # off-grid open, aligned later
+    np.testing.assert_allclose(df.volume.values, np.arange(1, 9))
+    np.testing.assert_allclose(df.quote_volume.iloc[0], 1.0 * 8000.25)
+
+
+def test_binance_daily_csv_with_header_microseconds():
+    df = readers.read_bars(os.path.join(FIX, "binance", "ETHUSDT-15m-2025-01-02.csv"))
+    assert set(df.source_minutes) == {15}
+    assert list(df.timestamp) == list(pd.date_range("2025-01-02", periods=6, freq="15min", tz="UTC"))
+    assert df.volume.iloc[3] == 0.0 and df.quote_volume.iloc[3] == 0.0
+    np.testing.assert_allclose(df.quote_volume.iloc[1], 20.0 * 3401.5)
+
+
+def test_yahoo_daily_quote_volume_is_volume_times_adj_close():
+    df = readers.read_bars(os.path.join(FIX, "yahoo", "AAPL.csv"))
+    assert list(df.asset.unique()) == ["AAPL"] and set(df.source_minutes) == {1440}
+    assert df.timestamp.iloc[3] == utc("2017-01-03")
+    np.testing.assert_allclose(df.quote_volume.iloc[0], 20905900 * 110.00)
+
+
+def test_tidy_csv_and_parquet():
+    df = readers.read_bars(os.path.join(FIX, "tidy", "bars.csv"))
+    assert sorted(df.asset.unique()) == ["DOGEUSDT", "SOLUSDT"] and set(df.source_minutes) == {15}
+    doge = df[df.asset == "DOGEUSDT"]
+    np.testing.assert_allclose(doge.quote_volume.values, [1000 * 0.10, 2000 * 0.11, 3000 * 0.12, 4000 * 0.13])
+    sol = df[df.asset == "SOLUSDT"]
+    np.testing.assert_allclose(sol.quote_volume.values, (100 + np.arange(4)) * 120.5)
+    pq = readers.read_bars(os.path.join(FIX, "tidy", "ADAUSDT-1h.parquet"))
+    assert set(pq.source_minutes) == {60} and len(pq) == 5 and pq.timestamp.iloc[0] == utc("2024-03-01")
+
+
+def test_chunked_reading_gives_the_same_bars(tmp_path):
+    p = os.path.join(FIX, "binance", "BTCUSDT-1m-2018-02.zip")
+    chunks = list(readers.read_file(p, chunk_rows=3))
+    assert [len(c) for c in chunks] == [3, 3, 2]
+    assert np.concatenate([c.row for c in chunks]).tolist() == list(range(1, 9))
+
+
+def test_list_input_files_recursive_and_skips_other_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "README.md").write_text("x")
+    (tmp_path / "a" / "X.csv").write_text("Date,Adj Close,Volume\n")
+    assert readers.list_input_files(str(tmp_path)) == [str(tmp_path / "a" / "X.csv")]
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+YAHOO_HEAD = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+GOOD = ["2020-01-02,1,1,1,10,10,100", "2020-01-03,1,1,1,11,11,200", "2020-01-06,1,1,1,12,12,300"]
+
+
+def yahoo(tmp_path, rows, name="XYZ.csv"):
+    return write(tmp_path, name, YAHOO_HEAD + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("row,problem,counter", [
+    ("2020-01-07,1,1,1,13,13,nan", "NaN or infinite", readers.DROP_NON_FINITE),
+    ("2020-01-07,1,1,1,13,inf,100", "NaN or infinite", readers.DROP_NON_FINITE),
+    ("2020-01-07,1,1,1,13,13,-5", "negative volume", readers.DROP_NEGATIVE_VOLUME),
+    ("2020-01-07,1,1,1,0,0,100", "zero or negative price", readers.DROP_NON_POSITIVE_PRICE),
+    ("2020-01-07,1,1,1,-3,-3,100", "zero or negative price", readers.DROP_NON_POSITIVE_PRICE),
+    ("2020-01-06,1,1,1,13,13,100", "duplicate timestamp", readers.DROP_DUPLICATE_TIMESTAMP),
+])
+def test_bad_values_error_names_file_and_row_or_are_counted(tmp_path, row, problem, counter):
+    path = yahoo(tmp_path, GOOD + [row])
+    with pytest.raises(MarketDataError, match=rf"XYZ\.csv: row 5: .*{problem}"):
+        readers.read_bars(path)
+    drops = {}
+    df = readers.read_bars(path, bad_rows="drop", drops=drops)
+    assert drops == {counter: 1} and len(df) == 3
+
+
+def test_unsorted_timestamps_error(tmp_path):
+    path = yahoo(tmp_path, [GOOD[0], GOOD[2], GOOD[1]])
+    with pytest.raises(MarketDataError, match=r"row 4: timestamps of XYZ go backwards"):
+        readers.read_bars(path, bad_rows="drop")
+
+
+def test_unsorted_across_chunks_error(tmp_path):
+    path = yahoo(tmp_path, [GOOD[1], GOOD[2], GOOD[0]])
+    with pytest.raises(MarketDataError, match=r"row 4: .*go backwards"):
+        list(readers.read_file(path, chunk_rows=2))
+
+
+def test_missing_and_misnamed_columns(tmp_path):
+    p = write(tmp_path, "ABC.csv", "Date,Open,High,Low,Close,Adj Close,Vol\n2020-01-02,1,1,1,1,1,1\n")
+    with pytest.raises(MarketDataError, match=r"ABC\.csv: row 1: missing column\(s\) \['Volume'\]"):
+        readers.read_bars(p)
+    p = write(tmp_path, "t.csv", "timestamp,asset,vol,quote_volume\n2020-01-02T00:00:00Z,A,1,1\n")
+    with pytest.raises(MarketDataError, match=r"t\.csv: row 1: missing column\(s\) \['volume'\]"):
+        readers.read_bars(p)
+    p = write(tmp_path, "u.csv", "timestamp,asset,volume\n2020-01-02T00:00:00Z,A,1\n")
+    with pytest.raises(MarketDataError, match="needs quote_volume, or close"):
+        readers.read_bars(p)
+    p = write(tmp_path, "v.csv", "when,what\n1,2\n")
+    with pytest.raises(MarketDataError, match=r"v\.csv: row 1: unknown CSV layout"):
+        readers.read_bars(p)
+
+
+def test_non_numeric_field(tmp_path):
+    path = yahoo(tmp_path, GOOD + ["2020-01-07,1,1,1,13,13,lots"])
+    with pytest.raises(MarketDataError, match=r"row 5: non-numeric value 'lots' in column 'Volume'"):
+        readers.read_bars(path, bad_rows="drop")
+
+
+def test_mixed_timezones(tmp_path):
+    p = write(tmp_path, "t.csv", "timestamp,asset,volume,quote_volume\n"
+                                 "2020-01-02T00:00:00+00:00,A,1,1\n2020-01-02T00:15:00+01:00,A,1,1\n")
+    with pytest.raises(MarketDataError, match=r"t\.csv: row 3: mixed timezones"):
+        readers.read_bars(p)
+    p = write(tmp_path, "n.csv", "timestamp,asset,volume,quote_volume\n"
+                                 "2020-01-02 00:00:00,A,1,1\n2020-01-02T00:15:00+00:00,A,1,1\n")
+    with pytest.raises(MarketDataError, match=r"n\.csv: row 3: mixed timezones"):
+        readers.read_bars(p)
+
+
+def test_tidy_other_zone_is_converted_to_utc(tmp_path):
+    p = write(tmp_path, "t.csv", "timestamp,asset,volume,quote_volume\n"
+                                 "2020-01-02T01:00:00+01:00,A,1,1\n2020-01-02T01:15:00+01:00,A,1,1\n")
+    assert readers.read_bars(p).timestamp.iloc[0] == utc("2020-01-02 00:00")
+
+
+def test_binance_bad_name_and_bad_row(tmp_path):
+    p = write(tmp_path, "klines.csv", "1,2,3,4,5,6,7,8,9,10,11,12\n")
+    with pytest.raises(MarketDataError, match="klines.csv: row 1: looks like Binance klines"):
+        readers.read_bars(p)
+    rows = [f"{1514764800000 + i * 60000},1,1,1,1,{v},{1514764800000 + i * 60000 + 59999},{q},1,0,0,0"
+            for i, (v, q) in enumerate([(1, 1), (2, 2), (-1, 1)])]
+    zpath = str(tmp_path / "BTCUSDT-1m-2018-01.zip")
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("BTCUSDT-1m-2018-01.csv", "\n".join(rows) + "\n")
+    with pytest.raises(MarketDataError, match=r"BTCUSDT-1m-2018-01\.zip: row 3: negative volume"):
+        readers.read_bars(zpath)
