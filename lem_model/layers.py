@@ -1,0 +1,291 @@
+"""Keras 3 layers of the Large Execution Model (paper §2.2-2.3), backend-agnostic (`keras.ops` only).
+
+Shapes: B batch, T sequence positions, F bar features, E embedding size, H hidden size, N execution steps,
+P fused paths = (N+1) * 8, Hf fused-MLP hidden size.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import keras
+from keras import ops
+
+PACKAGE = "lem_model"
+
+
+def _serializable(cls):
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+def soft_clip(x, upper, sharpness):
+    """Differentiable upper clip (paper eq. 25): x * s + u * (1 - s), s = sigmoid(sharpness * (u - x)).
+
+    ~x for x << u, ~u for x >> u; exceeds u by at most `soft_clip_tolerance(sharpness)`.
+    """
+    s = ops.sigmoid(sharpness * (upper - x))
+    return x * s + upper * (1.0 - s)
+
+
+def soft_clip_tolerance(sharpness: float) -> float:
+    """max_x S(x, u, sharpness) - u = max_d d * sigmoid(-sharpness * d) = 0.27846... / sharpness."""
+    return 0.2784645427610738 / sharpness
+
+
+@_serializable
+class FeatureEmbedding(keras.layers.Layer):
+    """Per-feature embedding (§2.2.1): [B, T, F] -> [B, T, F, E]; feature f goes through its own dense
+    map R -> R^E (x_f * w_f + b_f)."""
+
+    def __init__(self, embedding_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding_dim = int(embedding_dim)
+
+    def build(self, input_shape):
+        f = input_shape[-1]
+        self.kernel = self.add_weight(name="kernel", shape=(f, self.embedding_dim), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(f, self.embedding_dim), initializer="zeros")
+
+    def call(self, x):
+        return ops.expand_dims(x, -1) * self.kernel + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.embedding_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "embedding_dim": self.embedding_dim}
+
+
+@_serializable
+class GatedResidualNetwork(keras.layers.Layer):
+    """GRN without context (eq. 4-7): LayerNorm(skip(x) + GLU(W1 ELU(W2 x + b2) + b1)).
+
+    With `groups=G` the input is [G, n, d_in] (group-major) and each group has its own weights (the
+    per-variable GRNs of the VSN, eq. 9, as batched matmuls). `skip` is the identity when d_in == output_dim,
+    else linear.
+    """
+
+    def __init__(self, units: int, output_dim: int | None = None, groups: int | None = None,
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.output_dim = int(output_dim or units)
+        self.groups = groups
+        self.dropout = float(dropout)
+        self.drop = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-5)
+
+    def _w(self, name, shape, init="glorot_uniform"):
+        g = () if self.groups is None else (self.groups,) + (1,) * (len(shape) == 1)
+        return self.add_weight(name=name, shape=g + tuple(shape), initializer=init)
+
+    def build(self, input_shape):
+        d_in = input_shape[-1]
+        self.w2, self.b2 = self._w("w2", (d_in, self.units)), self._w("b2", (self.units,), "zeros")
+        self.w1, self.b1 = self._w("w1", (self.units, self.units)), self._w("b1", (self.units,), "zeros")
+        self.w45 = self._w("w_glu", (self.units, 2 * self.output_dim))
+        self.b45 = self._w("b_glu", (2 * self.output_dim,), "zeros")
+        self.w_skip = self._w("w_skip", (d_in, self.output_dim)) if d_in != self.output_dim else None
+        self.norm.build(tuple(input_shape[:-1]) + (self.output_dim,))
+
+    def _dense(self, x, w, b):
+        return ops.matmul(x, w) + b  # grouped: [G, n, i] @ [G, i, o] + [G, 1, o]
+
+    def call(self, x, training=None):
+        eta2 = ops.elu(self._dense(x, self.w2, self.b2))
+        eta1 = self._dense(eta2, self.w1, self.b1)
+        if self.drop is not None:
+            eta1 = self.drop(eta1, training=training)
+        gate, value = ops.split(self._dense(eta1, self.w45, self.b45), 2, axis=-1)
+        skip = x if self.w_skip is None else ops.matmul(x, self.w_skip)
+        return self.norm(skip + ops.sigmoid(gate) * value)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "output_dim": self.output_dim,
+                "groups": self.groups, "dropout": self.dropout}
+
+
+@_serializable
+class VariableSelectionNetwork(keras.layers.Layer):
+    """VSN (eq. 8-10): [B, T, F, E] -> [B, T, U]; softmax weights over the F variables from a GRN of the
+    flattened embeddings, times each variable's own GRN output (all F GRNs in one batched matmul)."""
+
+    def __init__(self, units: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dropout = float(dropout)
+
+    def build(self, input_shape):
+        f, e = input_shape[-2], input_shape[-1]
+        self.num_vars = f
+        self.weight_grn = GatedResidualNetwork(self.units, output_dim=f, dropout=self.dropout, name="weights_grn")
+        self.weight_grn.build((None, f * e))
+        self.var_grn = GatedResidualNetwork(self.units, output_dim=self.units, groups=f, dropout=self.dropout,
+                                            name="variable_grns")
+        self.var_grn.build((f, None, e))
+
+    def call(self, emb, training=None):
+        f, e, t = self.num_vars, emb.shape[-1], emb.shape[1]
+        rows = ops.reshape(emb, (-1, f, e))                                       # [BT, F, E]
+        v = ops.softmax(self.weight_grn(ops.reshape(rows, (-1, f * e)), training=training), axis=-1)  # [BT, F]
+        xi = self.var_grn(ops.transpose(rows, (1, 0, 2)), training=training)     # [F, BT, U]
+        out = ops.sum(ops.expand_dims(ops.transpose(v), -1) * xi, axis=0)         # [BT, U]
+        return ops.reshape(out, (-1, t, self.units))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-2]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+
+
+@_serializable
+class GateAddNorm(keras.layers.Layer):
+    """LayerNorm(skip + GLU(x)), GLU(x) = sigmoid(x Wg + bg) * (x Wv + bv); [..., d] -> [..., units]."""
+
+    def __init__(self, units: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dropout = float(dropout)
+        self.glu = keras.layers.Dense(2 * self.units, name="glu")
+        self.drop = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-5)
+
+    def build(self, x_shape, skip_shape=None):
+        self.glu.build(x_shape)
+        self.norm.build(tuple(x_shape[:-1]) + (self.units,))
+
+    def call(self, x, skip, training=None):
+        if self.drop is not None:
+            x = self.drop(x, training=training)
+        gate, value = ops.split(self.glu(x), 2, axis=-1)
+        return self.norm(skip + ops.sigmoid(gate) * value)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+
+
+@_serializable
+class CausalAttention(keras.layers.Layer):
+    """Causal multi-head self-attention (eq. 20-23) evaluated only at the last `num_queries` positions.
+
+    call(query [B, Q, H], memory [B, T, H]) -> [B, Q, H]; query i sits at position T - Q + i and attends to
+    memory positions <= T - Q + i (masked scores get exactly zero weight, so later positions cannot leak).
+    """
+
+    def __init__(self, num_heads: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+
+    def build(self, query_shape, memory_shape=None):
+        d = query_shape[-1]
+        if d % self.num_heads:
+            raise ValueError(f"hidden size {d} must be divisible by num_heads {self.num_heads}")
+        k = d // self.num_heads
+        self.key_dim = k
+        self.wq = self.add_weight(name="query", shape=(d, self.num_heads, k), initializer="glorot_uniform")
+        self.wkv = self.add_weight(name="key_value", shape=(d, 2, self.num_heads, k), initializer="glorot_uniform")
+        self.wo = self.add_weight(name="output", shape=(self.num_heads, k, d), initializer="glorot_uniform")
+        self.bo = self.add_weight(name="output_bias", shape=(d,), initializer="zeros")
+
+    def call(self, query, memory):
+        q_len, t_len, d = query.shape[1], memory.shape[1], memory.shape[2]
+        h, k = self.num_heads, self.key_dim
+        q = ops.reshape(ops.matmul(query, ops.reshape(self.wq, (d, h * k))), (-1, q_len, h, k))
+        kv = ops.reshape(ops.matmul(memory, ops.reshape(self.wkv, (d, 2 * h * k))), (-1, t_len, 2, h, k))
+        q = ops.transpose(q, (0, 2, 1, 3)) * (1.0 / math.sqrt(k))               # [B, h, Q, k]
+        keys = ops.transpose(kv[:, :, 0], (0, 2, 3, 1))                          # [B, h, k, T]
+        values = ops.transpose(kv[:, :, 1], (0, 2, 1, 3))                        # [B, h, T, k]
+        scores = ops.matmul(q, keys)                                              # [B, h, Q, T]
+        allowed = np.arange(t_len)[None, :] <= (t_len - q_len + np.arange(q_len))[:, None]
+        probs = ops.softmax(ops.where(ops.convert_to_tensor(allowed), scores, -1e9), axis=-1)
+        ctx = ops.reshape(ops.transpose(ops.matmul(probs, values), (0, 2, 1, 3)), (-1, q_len, h * k))
+        return ops.matmul(ctx, ops.reshape(self.wo, (h * k, d))) + self.bo
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads}
+
+
+@_serializable
+class StepwiseFusedAllocator(keras.layers.Layer):
+    """Step-wise fused MLPs with constraint handling (§2.3, eq. 24-27).
+
+    call(step_inputs [B, N, D], min_rate [B, 1], max_rate [B, 1]) -> allocations [B, N, P].
+
+    Step k, path p: MLP_{k,p}([step_inputs[:, k], a_{p,0..k-1}]) -> raw_{k,p} >= 0 (softplus), then
+        temp = soft_clip(raw + min_rate, max_rate)                 (eq. 26)
+        a_k  = clip(max(temp, R_k - (N-1-k) * max_rate), 0, R_k)   (eq. 27 + a feasibility floor: the rest
+                                                                     must fit under max_rate)
+        R_{k+1} = R_k - a_k, R_0 = 1, and the last step takes the remainder a_{N-1} = R_{N-1}.
+    Fused weights hold one independent (randomly initialised) MLP per (step, path), so scenarios start
+    with different schedules. The first layer's shared part (step_inputs) is one batched matmul over all steps and paths;
+    only the terms that depend on earlier allocations run sequentially, in [P, B, .] layout
+    (batched matmuls, no per-path Python loops).
+    """
+
+    def __init__(self, n_steps: int, num_paths: int, hidden_dim: int, num_layers: int = 2,
+                 activation: str = "relu", clip_sharpness: float = 100.0, **kwargs):
+        super().__init__(**kwargs)
+        self.n_steps, self.num_paths, self.hidden_dim = int(n_steps), int(num_paths), int(hidden_dim)
+        self.num_layers = int(num_layers)
+        if self.num_layers < 1:
+            raise ValueError("num_layers must be >= 1")
+        self.activation = activation
+        self.act = keras.activations.get(activation)
+        self.clip_sharpness = float(clip_sharpness)
+
+    def build(self, inputs_shape, min_rate_shape=None, max_rate_shape=None):
+        # the last step takes the remainder: only steps 0..N-2 have an MLP
+        nd, p, h = max(self.n_steps - 1, 1), self.num_paths, self.hidden_dim
+        d = inputs_shape[-1]
+        he = lambda fan_in: keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / fan_in))
+        self.w_in = self.add_weight(name="w_in", shape=(nd, p, d, h), initializer=he(d))
+        self.b_in = self.add_weight(name="b_in", shape=(nd, p, 1, h), initializer="zeros")
+        self.w_prev = self.add_weight(name="w_prev", shape=(nd, p, nd, h), initializer=he(nd))
+        self.w_hidden, self.b_hidden = [], []
+        for i in range(self.num_layers - 1):
+            self.w_hidden.append(self.add_weight(name=f"w_hidden_{i}", shape=(nd, p, h, h), initializer=he(h)))
+            self.b_hidden.append(self.add_weight(name=f"b_hidden_{i}", shape=(nd, p, 1, h), initializer="zeros"))
+        self.w_out = self.add_weight(name="w_out", shape=(nd, p, h, 1),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.5 / math.sqrt(h)))
+        # softplus(b_out) = 1/N: a roughly even schedule at initialisation, perturbed per path by w_out
+        self.b_out = self.add_weight(name="b_out", shape=(nd, p, 1, 1),
+                                     initializer=keras.initializers.Constant(math.log(math.expm1(1.0 / self.n_steps))))
+
+    def call(self, inputs, min_rate, max_rate):
+        n, p, h = self.n_steps, self.num_paths, self.hidden_dim
+        r_min = ops.reshape(min_rate, (1, -1))  # [1, B], broadcast over paths
+        r_max = ops.reshape(max_rate, (1, -1))
+        remaining = ops.ones_like(r_min) + ops.zeros((p, 1), dtype=r_min.dtype)  # [P, B]
+        allocs = []
+        if n > 1:
+            # shared first-layer term of every decision step and path in one batched matmul: [N-1, P, B, H]
+            steps = ops.expand_dims(ops.transpose(inputs[:, : n - 1], (1, 0, 2)), 1)  # [N-1, 1, B, D]
+            shared = ops.matmul(steps, self.w_in) + self.b_in
+        for k in range(n - 1):
+            z = shared[k]
+            if k > 0:
+                prev = ops.stack(allocs, axis=-1)                       # [P, B, k]
+                z = z + ops.matmul(prev, self.w_prev[k, :, :k, :])      # [P, B, H]
+            x = self.act(z)
+            for w, b in zip(self.w_hidden, self.b_hidden):
+                x = self.act(ops.matmul(x, w[k]) + b[k])
+            raw = ops.softplus(ops.matmul(x, self.w_out[k]) + self.b_out[k])[..., 0]  # [P, B]
+            temp = soft_clip(raw + r_min, r_max, self.clip_sharpness)
+            floor = remaining - float(n - 1 - k) * r_max
+            a = ops.minimum(ops.maximum(ops.maximum(temp, floor), 0.0), remaining)
+            allocs.append(a)
+            remaining = remaining - a
+        allocs.append(remaining)  # last step: the remainder (budget conservation)
+        return ops.transpose(ops.stack(allocs, axis=0), (2, 0, 1))  # [B, N, P]
+
+    def compute_output_shape(self, inputs_shape, *args):
+        return (inputs_shape[0], self.n_steps, self.num_paths)
+
+    def get_config(self):
+        return {**super().get_config(), "n_steps": self.n_steps, "num_paths": self.num_paths,
+                "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "activation": self.activation,
+                "clip_sharpness": self.clip_sharpness}

@@ -1,0 +1,114 @@
+"""LEM loss (paper §2.4) in `keras.ops`, with the benchmark-window rule of `lem_model.slippage`.
+
+`head_slippage` is the Keras twin of `lem_model.slippage.evaluate_allocations` (same window rule, same
+price formulas; see the slippage module docstring for the rule). With `mask_sharpness=None` it uses the
+hard rule (metrics; equal to the NumPy evaluator), with a number the soft completion weight
+`tanh(mask_sharpness * remaining_t)`, exactly 0 once the order is complete (the loss).
+
+Objective and sign convention. Let D = 100 * (P_achieved / P_benchmark - 1) (percent, eq. 43). The paper
+prints L = -(PnL + Risk) / n with PnL = sum softplus(D_buy - D_sell) and Risk = sum softplus(|D|)
+(eq. 44-46); minimising that would push buys ABOVE and sells BELOW their benchmarks and maximise the match
+heads' |D|, the opposite of the text's intent. We minimise the intended objective
+
+    L = [ sum_{a, m < N, bench} softplus(D_buy - D_sell) + sum_{a, path} softplus(|D_match|) ] / (2*N*2 + 2*4)
+
+per sample (mean over the batch): flexible heads are rewarded for buying below and selling above their
+benchmark, the match head (m = N) for staying close to it.
+
+Degenerate samples (zero volume, constant or zero prices, all-zero rows) keep finite gradients: every
+division is a double-where safe division, a window without volume falls back to its TWAP, and undefined
+ratios give D = 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+from lem_model import layout
+from lem_model.slippage import COMPLETION_TOL
+
+#: Sharpness of the soft completion weight tanh(s * remaining): ~1 once > 1% of the order remains.
+DEFAULT_MASK_SHARPNESS = 500.0
+_EPS = 1e-12
+
+
+def safe_divide(num, den, fallback=0.0, eps: float = _EPS):
+    """num / den where |den| > eps, else `fallback`; the inner where keeps the gradient finite."""
+    ok = ops.abs(den) > eps
+    return ops.where(ok, num / ops.where(ok, den, 1.0), fallback)
+
+
+def reverse_cumsum(x, axis: int = -1):
+    """remaining_t = sum_{s >= t} x_s; exact zeros after the last non-zero value (no cancellation)."""
+    return ops.flip(ops.cumsum(ops.flip(x, axis), axis=axis), axis)
+
+
+def _constants(n: int):
+    m = n + 1
+    min_period = np.array([layout.min_period_of_index(i, n) for i in range(m)])
+    forced = (np.arange(n)[None, :] < min_period[:, None]).reshape(1, m, 1, 1, n)
+    is_vwap = np.array([b == "vwap" for b in layout.PATH_BENCHMARK]).reshape(1, 1, layout.NUM_PATHS, 1)
+    is_notional = np.array([t == "notional" for t in layout.TARGETS]).reshape(1, 1, 1, layout.NUM_TARGETS)
+    return forced, is_vwap, is_notional
+
+
+def head_slippage(labels, allocations, mask_sharpness: float | None = None, tol: float = COMPLETION_TOL):
+    """Relative slippage P_achieved / P_benchmark - 1 (a fraction; x1e4 = bps) of every head.
+
+    labels: [B, N, 2] (execution-bar volume, VWAP); allocations: [B, N, N+1, 4, 2].
+    Returns [B, N+1, 4, 2]. mask_sharpness None: hard window rule; float: soft completion weight.
+    """
+    labels = ops.cast(labels, "float32")
+    a = ops.transpose(ops.cast(allocations, "float32"), (0, 2, 3, 4, 1))  # [B, M, 4, 2, N]
+    n = a.shape[-1]
+    forced, is_vwap, is_notional = _constants(n)
+    vol = ops.maximum(labels[:, :, layout.LABEL_VOLUME], 0.0)[:, None, None, None, :]
+    price = labels[:, :, layout.LABEL_VWAP][:, None, None, None, :]
+
+    remaining = ops.maximum(reverse_cumsum(a, -1), 0.0)
+    if mask_sharpness is None:
+        done = ops.cast(remaining > tol, "float32")
+    else:
+        done = ops.tanh(mask_sharpness * remaining)
+    w = ops.where(ops.convert_to_tensor(forced), 1.0, done)                 # [B, M, 4, 2, N]
+
+    twap = safe_divide(ops.sum(w * price, -1), ops.sum(w, -1))
+    wv = w * vol
+    vwap = safe_divide(ops.sum(wv * price, -1), ops.sum(wv, -1), fallback=twap)
+    bench = ops.where(ops.convert_to_tensor(is_vwap), vwap, twap)            # [B, M, 4, 2]
+
+    sum_a = ops.sum(a, -1)
+    ach_volume = safe_divide(ops.sum(a * price, -1), sum_a)
+    shares = safe_divide(a, price)
+    ach_notional = safe_divide(sum_a, ops.sum(shares, -1))
+    achieved = ops.where(ops.convert_to_tensor(is_notional), ach_notional, ach_volume)
+    valid = ops.logical_and(achieved > _EPS, bench > _EPS)
+    return ops.where(valid, safe_divide(achieved, bench, fallback=1.0) - 1.0, 0.0)
+
+
+def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHARPNESS):
+    """Per-sample loss [B] (see the module docstring for the objective and its sign)."""
+    d = 100.0 * head_slippage(labels, allocations, mask_sharpness)      # [B, N+1, 4, 2], percent
+    n = d.shape[1] - 1
+    flex = d[:, :n]
+    buy = ops.stack([flex[:, :, layout.path_index("buy", b)] for b in layout.BENCHMARKS], axis=2)
+    sell = ops.stack([flex[:, :, layout.path_index("sell", b)] for b in layout.BENCHMARKS], axis=2)
+    pnl = ops.sum(ops.softplus(buy - sell), axis=(1, 2, 3))
+    risk = ops.sum(ops.softplus(ops.abs(d[:, n])), axis=(1, 2))
+    return (pnl + risk) / float(2 * n * 2 + 2 * layout.NUM_PATHS)
+
+
+@keras.saving.register_keras_serializable(package="lem_model", name="LEMLoss")
+class LEMLoss(keras.losses.Loss):
+    """Keras loss: y_true = labels [B, N, 2], y_pred = allocations [B, N, N+1, 4, 2]."""
+
+    def __init__(self, mask_sharpness: float = DEFAULT_MASK_SHARPNESS, name: str = "lem_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.mask_sharpness = float(mask_sharpness)
+
+    def call(self, y_true, y_pred):
+        return lem_objective(y_true, y_pred, self.mask_sharpness)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_sharpness": self.mask_sharpness}

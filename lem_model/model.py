@@ -1,0 +1,224 @@
+"""The Large Execution Model (paper §2.2-2.3) and the factory the Trainer and benchmarks share.
+
+Inputs (dict, see docs/example-contract.md):
+  - `bars`: float32 [B, L+N, F], rows = lookback bars W..W+L-1 then execution bars o..o+N-1 (F inferred
+    when the model is built);
+  - `min_rate`, `max_rate`: float32 [B, 1], fractions of the order per bar (clipped to [0, 1]; non-finite
+    values mean "no constraint": 0 and 1).
+Output: allocations float32 [B, N, N+1, 4, 2] (`lem_model.layout`): >= 0, summing to 1 over the N steps.
+
+Causality by construction: the context block runs over bars 0..L+N-2 only (causal recurrent layer, causal
+attention, position-wise layers), and step k reads position L+k-1, i.e. bars < L+k = bars before its own
+execution bar o+k: the realized bars o..o+k-1 feed later steps, the bar it trades in never does.
+Non-finite bar values are replaced by 0 and bars are clipped to +-`input_clip`, so placeholders in not yet
+realized bars cannot poison earlier steps through NaN arithmetic.
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from lem_model import layout
+from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
+                              StepwiseFusedAllocator, VariableSelectionNetwork, soft_clip_tolerance)
+
+RECURRENT_CHOICES = ("tkan", "lstm", "gru")
+#: The paper README configuration; `SMALL_CONFIG` is the quick one (tests use smaller still).
+PAPER_CONFIG = dict(lookback=120, n_ahead=12, hidden_size=200, num_embedding=20, num_heads=8,
+                    fused_mlp_hidden_dim=100)
+SMALL_CONFIG = dict(lookback=60, n_ahead=12, hidden_size=32, num_embedding=8, num_heads=4,
+                    fused_mlp_hidden_dim=32)
+
+
+def _fix_kan_grid_initializer() -> None:
+    """Compatibility shim for keras_efficient_kan 0.1.8: its GridInitializer returns [1, n] for the declared
+    [1, in_features, n] grid weight; recent Keras checks shapes on load, so `.keras` files with TKAN would
+    not load. Return the declared shape instead (same values, broadcast over in_features). Idempotent."""
+    from keras_efficient_kan import kan
+
+    cls = kan.GridInitializer
+    if getattr(cls, "_lem_declared_shape", False):
+        return
+    original = cls.__call__
+
+    def __call__(self, shape, dtype=None):
+        grid = original(self, shape, dtype)
+        if len(shape) == 3 and len(grid.shape) == 2:
+            grid = ops.tile(ops.expand_dims(grid, 1), [1, shape[1], 1])
+        return grid
+
+    cls.__call__ = __call__
+    cls._lem_declared_shape = True
+
+
+def make_recurrent(kind: str, units: int, dropout: float = 0.0) -> keras.layers.Layer:
+    """Recurrent block: "tkan" (paper default; the `tkan` package is CC BY-NC-SA 4.0, which bars commercial
+    use), or the licence-clean Keras "lstm" / "gru". Returns a layer [B, T, d] -> [B, T, units]."""
+    if kind == "tkan":
+        from tkan import TKAN  # imported only when chosen (licence, import time)
+        _fix_kan_grid_initializer()
+        return TKAN(units, return_sequences=True, dropout=dropout, name="recurrent")
+    if kind == "lstm":
+        return keras.layers.LSTM(units, return_sequences=True, dropout=dropout, name="recurrent")
+    if kind == "gru":
+        return keras.layers.GRU(units, return_sequences=True, dropout=dropout, name="recurrent")
+    raise ValueError(f"recurrent must be one of {RECURRENT_CHOICES}, got {kind!r}")
+
+
+@keras.saving.register_keras_serializable(package="lem_model", name="LargeExecutionModel")
+class LargeExecutionModel(keras.Model):
+    """LEM: embedding -> VSN -> recurrent -> gate/add&norm -> GRN -> causal attention -> gate/add&norm ->
+    GRN -> step-wise fused MLPs (one per step and path) -> constrained allocations.
+
+    Args (sizes in bars or units): lookback L, n_ahead N, hidden_size H (recurrent/attention), num_embedding
+    E (per-feature embedding and VSN), num_heads (H must be divisible by it), fused_mlp_hidden_dim and
+    fused_mlp_layers (hidden layers of each fused MLP), recurrent ("tkan"|"lstm"|"gru"), dropout,
+    clip_sharpness (lambda of eq. 25; a step may exceed max_rate by at most 0.278/lambda), input_clip.
+    """
+
+    def __init__(self, lookback: int = 120, n_ahead: int = 12, hidden_size: int = 200, num_embedding: int = 20,
+                 num_heads: int = 8, fused_mlp_hidden_dim: int = 100, fused_mlp_layers: int = 2,
+                 recurrent: str = "tkan", dropout: float = 0.0, clip_sharpness: float = 100.0,
+                 input_clip: float = 1e6, **kwargs):
+        super().__init__(**kwargs)
+        if lookback < 1 or n_ahead < 1:
+            raise ValueError(f"lookback and n_ahead must be >= 1 bar, got {lookback}, {n_ahead}")
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+        self.lookback, self.n_ahead = int(lookback), int(n_ahead)
+        self.hidden_size, self.num_embedding, self.num_heads = int(hidden_size), int(num_embedding), int(num_heads)
+        self.fused_mlp_hidden_dim, self.fused_mlp_layers = int(fused_mlp_hidden_dim), int(fused_mlp_layers)
+        self.recurrent, self.dropout = recurrent, float(dropout)
+        self.clip_sharpness, self.input_clip = float(clip_sharpness), float(input_clip)
+        self.num_paths = layout.num_min_periods(self.n_ahead) * layout.PATHS_PER_MIN_PERIOD
+
+        h = self.hidden_size
+        self.embedding = FeatureEmbedding(self.num_embedding, name="embedding")
+        self.vsn = VariableSelectionNetwork(self.num_embedding, dropout=self.dropout, name="vsn")
+        self.recurrent_layer = make_recurrent(recurrent, h, self.dropout)
+        self.skip_projection = keras.layers.Dense(h, use_bias=False, name="skip_projection")
+        self.recurrent_gate = GateAddNorm(h, dropout=self.dropout, name="recurrent_gate")
+        self.recurrent_grn = GatedResidualNetwork(h, dropout=self.dropout, name="recurrent_grn")
+        self.attention = CausalAttention(self.num_heads, name="attention")
+        self.attention_gate = GateAddNorm(h, dropout=self.dropout, name="attention_gate")
+        self.context_grn = GatedResidualNetwork(h, dropout=self.dropout, name="context_grn")
+        self.allocator = StepwiseFusedAllocator(self.n_ahead, self.num_paths, self.fused_mlp_hidden_dim,
+                                                num_layers=self.fused_mlp_layers,
+                                                clip_sharpness=self.clip_sharpness, name="allocator")
+
+    @property
+    def max_rate_tolerance(self) -> float:
+        """How far a step can exceed max_rate through the soft clip (fraction of the order)."""
+        return soft_clip_tolerance(self.clip_sharpness)
+
+    def _bars_shape(self, input_shape):
+        shape = input_shape["bars"] if isinstance(input_shape, dict) else input_shape
+        shape = tuple(shape)
+        expected = self.lookback + self.n_ahead
+        if len(shape) != 3 or shape[1] != expected or shape[2] is None:
+            raise ValueError(f"bars must have shape [B, lookback + n_ahead = {expected}, F], got {shape}")
+        return shape
+
+    def build(self, input_shape):
+        b, _, f = self._bars_shape(input_shape)
+        t, e, h, n = self.lookback + self.n_ahead - 1, self.num_embedding, self.hidden_size, self.n_ahead
+        self.num_features = f
+        self.embedding.build((b, t, f))
+        self.vsn.build((b, t, f, e))
+        self.recurrent_layer.build((b, t, e))
+        self.skip_projection.build((b, t, e))
+        self.recurrent_gate.build((b, t, h))
+        self.recurrent_grn.build((b, t, h))
+        self.attention.build((b, n, h), (b, t, h))
+        self.attention_gate.build((b, n, h))
+        self.context_grn.build((b, n, h))
+        self.allocator.build((b, n, h + f + 2))
+
+    def call(self, inputs, training=None):
+        if not isinstance(inputs, dict) or not {"bars", "min_rate", "max_rate"} <= set(inputs):
+            raise ValueError("LEM inputs must be a dict with 'bars' [B, L+N, F], 'min_rate' [B, 1] "
+                             f"and 'max_rate' [B, 1]; got {type(inputs).__name__} "
+                             f"{sorted(inputs) if isinstance(inputs, dict) else ''}")
+        self._bars_shape(inputs["bars"].shape)
+        L, N = self.lookback, self.n_ahead
+        bars = ops.cast(inputs["bars"], "float32")
+        min_rate = ops.reshape(ops.cast(inputs["min_rate"], "float32"), (-1, 1))
+        max_rate = ops.reshape(ops.cast(inputs["max_rate"], "float32"), (-1, 1))
+        min_rate = ops.clip(ops.where(ops.isfinite(min_rate), min_rate, 0.0), 0.0, 1.0)
+        max_rate = ops.clip(ops.where(ops.isfinite(max_rate), max_rate, 1.0), 0.0, 1.0)
+
+        # positions 0..L+N-2 = bars 0..L+N-2; the last execution bar is never an input
+        x = bars[:, : L + N - 1]
+        x = ops.clip(ops.where(ops.isfinite(x), x, 0.0), -self.input_clip, self.input_clip)
+        v = self.vsn(self.embedding(x), training=training)                       # [B, T, E]
+        r = self.recurrent_layer(v, training=training)                           # [B, T, H]
+        s = self.recurrent_gate(r, self.skip_projection(v), training=training)
+        s = self.recurrent_grn(s, training=training)                             # [B, T, H]
+        q = s[:, L - 1:]                                                         # step k <- position L+k-1
+        c = self.attention_gate(self.attention(q, s), q, training=training)
+        c = self.context_grn(c, training=training)                               # [B, N, H]
+        rates = ops.concatenate([min_rate, max_rate], axis=-1)                   # [B, 2]
+        step_inputs = ops.concatenate(
+            [c, x[:, L - 1:], ops.repeat(ops.expand_dims(rates, 1), N, axis=1)], axis=-1)  # [B, N, H+F+2]
+        alloc = self.allocator(step_inputs, min_rate, max_rate)                  # [B, N, P]
+        return ops.reshape(alloc, (-1, N, N + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
+
+    def compute_output_shape(self, input_shape):
+        b = self._bars_shape(input_shape)[0]
+        return (b, self.n_ahead, self.n_ahead + 1, layout.NUM_PATHS, layout.NUM_TARGETS)
+
+    def get_config(self):
+        return {**super().get_config(), "lookback": self.lookback, "n_ahead": self.n_ahead,
+                "hidden_size": self.hidden_size, "num_embedding": self.num_embedding,
+                "num_heads": self.num_heads, "fused_mlp_hidden_dim": self.fused_mlp_hidden_dim,
+                "fused_mlp_layers": self.fused_mlp_layers, "recurrent": self.recurrent,
+                "dropout": self.dropout, "clip_sharpness": self.clip_sharpness, "input_clip": self.input_clip}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_lem(num_features: int | None = None, batch_size: int | None = None, **hyperparams) -> LargeExecutionModel:
+    """Create a LargeExecutionModel from hyperparameters (see the class); with `num_features` it is built
+    right away (weights created), otherwise on its first call."""
+    model = LargeExecutionModel(**hyperparams)
+    if num_features is not None:
+        model.build({"bars": (batch_size, model.lookback + model.n_ahead, int(num_features)),
+                     "min_rate": (batch_size, 1), "max_rate": (batch_size, 1)})
+    return model
+
+
+def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask_sharpness: float | None = None,
+                metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
+    """Compile with Adam (paper §3.4: lr 1e-5), the LEM loss and the slippage metrics (bps).
+
+    jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default).
+    """
+    from lem_model.loss import DEFAULT_MASK_SHARPNESS, LEMLoss
+    from lem_model.metrics import lem_metrics
+
+    loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
+                  metrics=lem_metrics() if metrics else None, jit_compile=jit_compile)
+    return model
+
+
+def export_saved_model(model: LargeExecutionModel, path: str, batch_size: int | None = None) -> None:
+    """Write a TensorFlow SavedModel whose `serve` endpoint and `serving_default` signature take the
+    contract's named inputs (`bars` [B, L+N, F], `min_rate` [B, 1], `max_rate` [B, 1]) and return the
+    allocations [B, N, N+1, 4, 2] (TensorFlow backend only). `model.export(path)` also works, with
+    positional signature names."""
+    import tensorflow as tf
+
+    if not model.built:
+        raise ValueError("build the model (call it or pass num_features to build_lem) before exporting")
+    spec = {"bars": tf.TensorSpec([batch_size, model.lookback + model.n_ahead, model.num_features],
+                                  tf.float32, name="bars"),
+            "min_rate": tf.TensorSpec([batch_size, 1], tf.float32, name="min_rate"),
+            "max_rate": tf.TensorSpec([batch_size, 1], tf.float32, name="max_rate")}
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=lambda inputs: {"allocations": model(inputs, training=False)},
+                         input_signature=[spec])
+    archive.write_out(path, verbose=False)

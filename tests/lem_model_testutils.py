@@ -1,0 +1,50 @@
+"""Tiny LEM configurations and random inputs shared by the tests/test_model_*.py files (not a test)."""
+import numpy as np
+
+TINY = dict(lookback=10, n_ahead=4, hidden_size=8, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=8)
+NUM_FEATURES = 5
+
+
+def tiny_model(recurrent="lstm", num_features=NUM_FEATURES, **overrides):
+    from lem_model import build_lem
+    return build_lem(num_features=num_features, recurrent=recurrent, **{**TINY, **overrides})
+
+
+def random_inputs(batch, lookback=TINY["lookback"], n_ahead=TINY["n_ahead"], num_features=NUM_FEATURES,
+                  seed=0, scale=1.0, min_rate=None, max_rate=1.0):
+    rng = np.random.default_rng(seed)
+    min_rate = 1.0 / n_ahead ** 2 if min_rate is None else min_rate
+    return {"bars": (scale * rng.normal(size=(batch, lookback + n_ahead, num_features))).astype("float32"),
+            "min_rate": np.full((batch, 1), min_rate, "float32"),
+            "max_rate": np.full((batch, 1), max_rate, "float32")}
+
+
+def random_labels(batch, n_ahead=TINY["n_ahead"], seed=1):
+    """[B, N, 2]: positive volumes and a random-walk VWAP around 1."""
+    rng = np.random.default_rng(seed)
+    vol = rng.uniform(0.2, 2.0, (batch, n_ahead))
+    price = np.exp(np.cumsum(0.01 * rng.normal(size=(batch, n_ahead)), axis=1))
+    return np.stack([vol, price], -1).astype("float32")
+
+
+def generated_examples(n_bars=900, norm_window=24, lookback=TINY["lookback"], n_ahead=TINY["n_ahead"],
+                       stride=3, seed=0, assets=("BTCUSDT",), freq_minutes=15):
+    """Model inputs and labels from the project's synthetic generator, window cutter and feature builder."""
+    from components.market_data.synthetic import generate_bars
+    from components.market_data.windows import cut_windows_batch
+    from lem_model.features import build_features_numpy
+    frame = generate_bars(list(assets), periods=n_bars, freq_minutes=freq_minutes, seed=seed)
+    parts = []
+    for asset, g in frame.groupby("asset", sort=True):
+        parts.append(cut_windows_batch(g["volume"].to_numpy(np.float32), g["quote_volume"].to_numpy(np.float32),
+                                       (g["timestamp"].astype("int64") // 10 ** 9).to_numpy(), asset=asset,
+                                       frequency_minutes=freq_minutes, norm_window=norm_window,
+                                       lookback=lookback, n_ahead=n_ahead, stride=stride))
+    raw = {k: np.concatenate([p[k] for p in parts]) for k in ("volume", "quote_volume", "timestamp",
+                                                              "frequency_minutes")}
+    feats = build_features_numpy(raw["volume"], raw["quote_volume"], raw["timestamp"], raw["frequency_minutes"],
+                                 norm_window=norm_window, lookback=lookback, n_ahead=n_ahead)
+    b = feats["bars"].shape[0]
+    x = {"bars": feats["bars"], "min_rate": np.full((b, 1), 1.0 / n_ahead ** 2, np.float32),
+         "max_rate": np.ones((b, 1), np.float32)}
+    return x, feats["labels"]

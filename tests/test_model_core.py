@@ -1,0 +1,75 @@
+"""LEM model: output shape, allocation validity (property test), distinct initial schedules, config."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lem_model import LargeExecutionModel
+from lem_model.layers import soft_clip_tolerance
+from lem_model_testutils import NUM_FEATURES, TINY, random_inputs, tiny_model
+
+N = TINY["n_ahead"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("lstm")
+
+
+def test_output_shape_and_feature_count_inferred(model):
+    out = np.asarray(model(random_inputs(3)))
+    assert out.shape == (3, N, N + 1, 4, 2)
+    assert model.num_features == NUM_FEATURES
+    other = tiny_model("gru", num_features=7)
+    assert np.asarray(other(random_inputs(2, num_features=7))).shape == (2, N, N + 1, 4, 2)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    x = random_inputs(2)
+    with pytest.raises(ValueError, match="lookback \\+ n_ahead"):
+        model({**x, "bars": x["bars"][:, 1:]})
+    with pytest.raises(ValueError, match="min_rate"):
+        model({"bars": x["bars"]})
+    with pytest.raises(ValueError, match="divisible"):
+        LargeExecutionModel(hidden_size=10, num_heads=4)
+    with pytest.raises(ValueError, match="recurrent"):
+        LargeExecutionModel(recurrent="transformer")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2 ** 31 - 1), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]),
+       min_rate=st.floats(0.0, 0.3), max_rate=st.floats(0.05, 1.0))
+def test_allocations_are_valid(model, seed, scale, min_rate, max_rate):
+    x = random_inputs(4, seed=seed, scale=scale, min_rate=min_rate, max_rate=max_rate)
+    a = np.asarray(model(x), dtype=np.float64)                         # [B, N, M, 4, 2]
+    assert np.all(np.isfinite(a))
+    assert a.min() >= 0.0
+    np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=1e-5)
+    if N * max_rate >= 1.0:  # finishing within max_rate is feasible: every step respects it
+        assert a.max() <= max_rate + soft_clip_tolerance(model.clip_sharpness) + 1e-5
+    if min_rate <= max_rate:  # every decided step trades at least min(min_rate, what remains)
+        remaining = 1.0 - np.cumsum(a, axis=1) + a
+        assert np.all(a[:, :-1] >= np.minimum(min_rate, remaining[:, :-1]) - 1e-5)
+
+
+def test_fused_heads_start_with_different_schedules(model):
+    a = np.asarray(model(random_inputs(8, seed=3)))                    # [B, N, M, 4, 2]
+    heads = a.reshape(8, N, -1)                                        # one schedule per (m, path, target)
+    # every pair of scenarios differs at initialisation (the reference started them all identical)
+    diffs = np.abs(heads[:, :, :, None] - heads[:, :, None, :]).max(axis=(0, 1))
+    off_diagonal = diffs[~np.eye(diffs.shape[0], dtype=bool)]
+    assert off_diagonal.min() > 1e-4
+
+
+def test_non_finite_placeholders_give_finite_allocations(model):
+    x = random_inputs(2)
+    x["bars"][:, -3:] = np.nan
+    x["bars"][:, -4] = np.inf
+    assert np.all(np.isfinite(np.asarray(model(x))))
+
+
+def test_config_round_trip(model):
+    clone = LargeExecutionModel.from_config(model.get_config())
+    for key in ("lookback", "n_ahead", "hidden_size", "num_embedding", "num_heads", "fused_mlp_hidden_dim",
+                "fused_mlp_layers", "recurrent", "clip_sharpness"):
+        assert getattr(clone, key) == getattr(model, key)
