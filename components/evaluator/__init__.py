@@ -1,0 +1,1 @@
+"""Evaluator: TFMA slippage metric (`metrics`), EvalConfig and blessing thresholds (`eval_config`)."""

@@ -1,0 +1,200 @@
+"""TFMA custom metric: the paper's slippage statistics (bps) of every head, path and target, plus baselines.
+
+TFMA 0.47 loads the Trainer's Keras 3 SavedModel as a generic TF model (signature `serve_tf_examples`), so
+Keras-side metrics never reach it; this `tfma.metrics.Metric` computes everything in a Beam `CombineFn` from
+the model's `allocations` and the raw bars of each example (labels through the ONE feature builder, slippage
+through the ONE evaluator `lem_model.slippage`, via `components.evaluator.order_slippage`).
+
+Metric names (all in bps unless stated; `{stat}` in mean, std, median, p5, p95, q25, q75):
+  - `slippage/{path}/{target}/{head}/{stat}`: path buy_vwap..sell_twap, target volume|notional, head
+    min01..minNN (minimum period in bars) or match;
+  - `baseline/{twap_volume|twap_notional}_vs_{vwap|twap}/{stat}`: TWAP schedules (window = all N bars);
+  - `order_count` (orders), `nonfinite_count` (undefined slippage values + non-finite allocations);
+  - `match_vwap_std_bps`: max over sides of the std of the match-VWAP head (volume target);
+  - `match_vwap_std_ratio`: that std / the std of TWAP-volume vs VWAP (blessing: <= threshold).
+Statistics need every value (percentiles), so the accumulator keeps per-order slippage ([N+1, 4, 2] + 4
+baselines per order: ~110 floats for N = 12); raw inputs are buffered and evaluated in batches.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional
+
+import apache_beam as beam
+import numpy as np
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_types
+
+from components.evaluator import order_slippage as osl
+from lem_model import layout, slippage
+
+SLIPPAGE_METRIC_NAME = "lem_slippage"
+RAW_FEATURES = ("volume", "quote_volume", "timestamp", "frequency_minutes")
+_FLUSH_EVERY = 256
+
+
+def metric_names(n_ahead: int) -> List[str]:
+    """Every metric name the metric emits for N = n_ahead (see module docstring)."""
+    names = ["order_count", "nonfinite_count", "match_vwap_std_bps", "match_vwap_std_ratio"]
+    for path in layout.PATHS:
+        for target in layout.TARGETS:
+            for m in range(n_ahead + 1):
+                names += [f"slippage/{path}/{target}/{osl.head_name(m, n_ahead)}/{s}" for s in slippage.STAT_COLUMNS]
+    for base in osl.BASELINES:
+        names += [f"baseline/{base}/{s}" for s in slippage.STAT_COLUMNS]
+    return names
+
+
+def metric_values(lem_bps: np.ndarray, baseline_bps: Dict[str, np.ndarray], nonfinite_alloc: int = 0) -> Dict[str, float]:
+    """Name -> value of every metric from per-order slippage (lem_bps [B, N+1, 4, 2], baselines name -> [B])."""
+    n = lem_bps.shape[1] - 1
+    out = {"order_count": float(lem_bps.shape[0])}
+    nonfinite = int(nonfinite_alloc)
+    for p, path in enumerate(layout.PATHS):
+        for t, target in enumerate(layout.TARGETS):
+            for m in range(n + 1):
+                stats = slippage.table_statistics(lem_bps[:, m, p, t])
+                nonfinite += stats["n_invalid"]
+                for s in slippage.STAT_COLUMNS:
+                    out[f"slippage/{path}/{target}/{osl.head_name(m, n)}/{s}"] = stats[s]
+    for base, values in baseline_bps.items():
+        stats = slippage.table_statistics(values)
+        nonfinite += stats["n_invalid"]
+        for s in slippage.STAT_COLUMNS:
+            out[f"baseline/{base}/{s}"] = stats[s]
+    t = layout.target_index("volume")
+    out["match_vwap_std_bps"] = float(max(
+        slippage.table_statistics(lem_bps[:, n, layout.path_index(side, "vwap"), t])["std"]
+        for side in layout.SIDES)) if lem_bps.shape[0] else float("nan")
+    out["match_vwap_std_ratio"] = osl.match_std_ratio(lem_bps, baseline_bps) if lem_bps.shape[0] else float("nan")
+    # NaN statistics (e.g. an empty slice) count as non-finite too, so "all metrics finite" means what it says.
+    nonfinite += sum(1 for v in out.values() if not np.isfinite(v))
+    out["nonfinite_count"] = float(nonfinite)
+    return out
+
+
+class LemSlippage(tfma.metrics.Metric):
+    """Slippage statistics of a LEM (see module docstring). Configure in an EvalConfig with
+    `tfma.MetricConfig(class_name="LemSlippage", module="components.evaluator.metrics",
+    config='{"n_ahead": N, "lookback": L, "norm_window": W}')`."""
+
+    def __init__(self, n_ahead: int = 12, lookback: int = 120, norm_window: int = 336,
+                 prediction_key: str = "allocations", name: str = SLIPPAGE_METRIC_NAME):
+        super().__init__(_slippage_computations, n_ahead=n_ahead, lookback=lookback, norm_window=norm_window,
+                         prediction_key=prediction_key, name=name)
+
+    @property
+    def compute_confidence_interval(self) -> bool:
+        return False
+
+
+def _slippage_computations(n_ahead: int, lookback: int, norm_window: int, prediction_key: str,
+                           name: str = SLIPPAGE_METRIC_NAME, model_names: Optional[List[str]] = None,
+                           output_names: Optional[List[str]] = None,
+                           example_weighted: bool = False) -> metric_types.MetricComputations:
+    # Orders are unweighted; keys carry example_weighted=None, as TFMA keys MetricsSpec.thresholds.
+    del example_weighted
+    computations = []
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            keys = {n: metric_types.MetricKey(name=n, model_name=model_name, output_name=output_name,
+                                              example_weighted=None)
+                    for n in metric_names(n_ahead)}
+            computations.append(metric_types.MetricComputation(
+                keys=list(keys.values()),
+                preprocessors=[metric_types.FeaturePreprocessor(
+                    feature_keys=list(RAW_FEATURES), include_default_inputs=True,
+                    model_names=[model_name] if model_name else None)],
+                combiner=_SlippageCombiner(keys, model_name, output_name, prediction_key,
+                                           dict(n_ahead=n_ahead, lookback=lookback, norm_window=norm_window))))
+    return computations
+
+
+class _Accumulator:
+    __slots__ = ("pending", "lem", "base", "nonfinite_alloc")
+
+    def __init__(self):
+        self.pending: list = []            # (alloc [b,N,N+1,4,2], {feature: [b, ...]}) not yet evaluated
+        self.lem: list = []                # [b, N+1, 4, 2] arrays
+        self.base: Dict[str, list] = {k: [] for k in osl.BASELINES}
+        self.nonfinite_alloc = 0
+
+
+class _SlippageCombiner(beam.CombineFn):
+    """Buffers (allocations, raw bars) per order and evaluates them in batches with the ONE evaluator."""
+
+    def __init__(self, keys: Dict[str, metric_types.MetricKey], model_name: str, output_name: str,
+                 prediction_key: str, sizes: Dict[str, int]):
+        self._keys, self._model_name, self._output_name = keys, model_name, output_name
+        self._prediction_key, self._sizes = prediction_key, sizes
+
+    def create_accumulator(self) -> _Accumulator:
+        return _Accumulator()
+
+    def _allocations(self, element) -> np.ndarray:
+        pred = element.get_predictions(self._model_name or None, self._output_name or None)
+        if isinstance(pred, dict):
+            if self._prediction_key not in pred:
+                raise ValueError(f"model '{self._model_name}': predictions have keys {sorted(pred)}, "
+                                 f"expected '{self._prediction_key}' (signature serve_tf_examples)")
+            pred = pred[self._prediction_key]
+        n = self._sizes["n_ahead"]
+        alloc = np.asarray(pred, np.float64)
+        return alloc.reshape((-1, n, n + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
+
+    def add_input(self, acc: _Accumulator, element) -> _Accumulator:
+        alloc = self._allocations(element)
+        feats = element.get_features() or {}
+        missing = [k for k in RAW_FEATURES if k not in feats]
+        if missing:
+            raise ValueError(f"evaluation examples lack raw feature(s) {missing}; have {sorted(feats)}")
+        total = sum(self._sizes[k] for k in ("norm_window", "lookback", "n_ahead"))
+        raw = {k: np.asarray(feats[k]) for k in RAW_FEATURES}
+        raw = {k: (v.reshape(-1, total) if k != "frequency_minutes" else v.reshape(-1)) for k, v in raw.items()}
+        acc.pending.append((alloc, raw))
+        if len(acc.pending) >= _FLUSH_EVERY:
+            self._flush(acc)
+        return acc
+
+    def _flush(self, acc: _Accumulator) -> None:
+        if not acc.pending:
+            return
+        alloc = np.concatenate([a for a, _ in acc.pending])
+        raw = {k: np.concatenate([r[k] for _, r in acc.pending]) for k in RAW_FEATURES}
+        acc.pending = []
+        bad = ~np.isfinite(alloc).reshape(alloc.shape[0], -1).all(axis=1)
+        acc.nonfinite_alloc += int(bad.sum())
+        labels = osl.labels_from_raw(raw["volume"], raw["quote_volume"], raw["timestamp"],
+                                     raw["frequency_minutes"], **self._sizes)
+        # Orders with non-finite allocations count as non-finite; their slippage is NaN (not dropped).
+        alloc = np.where(bad[:, None, None, None, None], 1.0 / alloc.shape[1], alloc)
+        result = osl.order_slippage(alloc, labels)
+        lem = result.lem_bps
+        lem[bad] = np.nan
+        acc.lem.append(lem)
+        for k, v in result.baseline_bps.items():
+            acc.base[k].append(v)
+
+    def merge_accumulators(self, accumulators: Iterable[_Accumulator]) -> _Accumulator:
+        out = _Accumulator()
+        for acc in accumulators:
+            out.pending += acc.pending
+            out.lem += acc.lem
+            for k in osl.BASELINES:
+                out.base[k] += acc.base[k]
+            out.nonfinite_alloc += acc.nonfinite_alloc
+        return out
+
+    def compact(self, acc: _Accumulator) -> _Accumulator:
+        self._flush(acc)
+        return acc
+
+    def extract_output(self, acc: _Accumulator) -> Dict[metric_types.MetricKey, float]:
+        self._flush(acc)
+        n = self._sizes["n_ahead"]
+        lem = np.concatenate(acc.lem) if acc.lem else np.zeros((0, n + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
+        base = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in acc.base.items()}
+        values = metric_values(lem, base, acc.nonfinite_alloc)
+        return {self._keys[name]: float(v) for name, v in values.items()}
+
+
+metric_types.register_metric(LemSlippage)

@@ -1,0 +1,1 @@
+"""ExecutionReport component: HTML report with the paper's tables and figures."""

@@ -1,0 +1,1 @@
+"""Trainer module (`run_fn`) and SavedModel export with the transform graph embedded."""

@@ -1,0 +1,139 @@
+"""Trainer module (penguin style): `run_fn(fn_args)` trains a LEM on the transformed examples and exports it.
+
+The recipe (paper §3.4, defaults of `pipeline.configs.TrainingConfig`, passed as `custom_config`):
+Adam, batch 256, shuffled train split, early stopping (patience 2, best weights restored), reduce-LR-on-
+plateau (patience 1), minimum trading rate 1/N^2 and maximum rate 1 (unconstrained) per execution bar;
+several (min_rate, max_rate) configurations may be given: every example is then seen with each of them
+(the batch is tiled, so the effective batch is K x batch_size). The GPU is used when TensorFlow sees one
+(`use_gpu: false` hides it); optional mixed precision; TensorBoard logs go to the model-run artifact; Keras
+progress is printed locally. The SavedModel (transform graph embedded, two signatures) is written by
+`components.trainer.export`.
+
+custom_config = {"sizes": {n_ahead, lookback, norm_window}, "model": {build_lem hyperparameters},
+                 "training": {TrainingConfig fields}}.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from components.trainer import export
+
+BARS_KEY = "bars"
+LABELS_KEY = "labels"
+log = logging.getLogger(__name__)
+
+
+def constraint_pairs(training: dict, n_ahead: int) -> list:
+    """[(min_rate, max_rate)] of the training recipe; None min_rate = the paper's 1/N^2."""
+    mins = training.get("min_rates") or [None]
+    maxs = training.get("max_rates") or [1.0]
+    if len(mins) != len(maxs):
+        raise ValueError(f"training.min_rates {mins} and max_rates {maxs} must have the same length")
+    return [(export.default_min_rate(n_ahead) if lo is None else float(lo), float(hi)) for lo, hi in zip(mins, maxs)]
+
+
+def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: int, constraints, shuffle: bool,
+             shuffle_buffer: int = 10_000, seed: int | None = None) -> tf.data.Dataset:
+    """Transformed examples -> batches of ({"bars", "min_rate", "max_rate"}, labels), one pass (finite).
+
+    With K constraint pairs each batch of B examples becomes K*B rows, one copy per (min_rate, max_rate).
+    """
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_buffer_size=shuffle_buffer,
+                                       shuffle_seed=seed, num_epochs=1, label_key=LABELS_KEY),
+        tf_transform_output.transformed_metadata.schema)
+    mins = tf.constant([c[0] for c in constraints], tf.float32)
+    maxs = tf.constant([c[1] for c in constraints], tf.float32)
+    k = len(constraints)
+
+    def to_model_inputs(features, labels):
+        bars = features[BARS_KEY]
+        b = tf.shape(bars)[0]
+        bars = tf.tile(bars, [k, 1, 1])
+        labels = tf.tile(labels, [k, 1, 1])
+        min_rate = tf.reshape(tf.repeat(mins, b), [-1, 1])
+        max_rate = tf.reshape(tf.repeat(maxs, b), [-1, 1])
+        return {BARS_KEY: bars, "min_rate": min_rate, "max_rate": max_rate}, labels
+
+    return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _configure_devices(training: dict) -> str:
+    if not training.get("use_gpu", True):
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError as e:  # devices already initialised
+            log.warning("could not hide GPUs: %s", e)
+    gpus = tf.config.list_logical_devices("GPU")
+    if training.get("mixed_precision"):
+        keras.mixed_precision.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    return f"GPU ({len(gpus)})" if gpus else "CPU"
+
+
+def _callbacks(training: dict, log_dir: str, n_ahead: int):
+    del n_ahead
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(training.get("early_stopping_patience", 2)),
+                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=int(training.get("reduce_lr_patience", 1)),
+                                          factor=float(training.get("reduce_lr_factor", 0.5)),
+                                          min_lr=float(training.get("min_learning_rate", 1e-7)), verbose=1),
+        keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
+    ]
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (GenericExecutor)."""
+    cfg = fn_args.custom_config or {}
+    sizes, hp, training = cfg.get("sizes", {}), dict(cfg.get("model", {})), dict(cfg.get("training", {}))
+    n_ahead, lookback, norm_window = int(sizes["n_ahead"]), int(sizes["lookback"]), int(sizes["norm_window"])
+    keras.utils.set_random_seed(int(training.get("seed", 42)))
+    device = _configure_devices(training)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    bars_spec = tf_transform_output.transformed_feature_spec()[BARS_KEY]
+    if list(bars_spec.shape)[:1] != [lookback + n_ahead]:
+        raise ValueError(f"transformed 'bars' have shape {bars_spec.shape}, expected [L+N={lookback + n_ahead}, F]")
+    num_features = int(bars_spec.shape[-1])
+
+    constraints = constraint_pairs(training, n_ahead)
+    batch_size = int(training.get("batch_size", 256))
+    common = dict(batch_size=batch_size, constraints=constraints, seed=int(training.get("seed", 42)))
+    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, shuffle=True,
+                        shuffle_buffer=int(training.get("shuffle_buffer", 10_000)), **common)
+    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, shuffle=False, **common)
+
+    from lem_model.model import build_lem, compile_lem
+    model = build_lem(num_features=num_features, lookback=lookback, n_ahead=n_ahead, **hp)
+    compile_lem(model, learning_rate=float(training.get("learning_rate", 1e-5)),
+                jit_compile=training.get("jit_compile", "auto"))
+    print(f"[trainer] LEM N={n_ahead} L={lookback} W={norm_window} F={num_features} on {device}; "
+          f"{model.count_params():,} parameters; constraints (min_rate, max_rate) = {constraints}", flush=True)
+
+    steps = training.get("steps_per_epoch") or (fn_args.train_steps or None)
+    val_steps = training.get("validation_steps") or (fn_args.eval_steps or None)
+    if steps:
+        train_ds = train_ds.repeat()
+    start = time.time()
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=int(training.get("epochs", 50)),
+                        steps_per_epoch=steps, validation_steps=val_steps,
+                        callbacks=_callbacks(training, fn_args.model_run_dir, n_ahead),
+                        verbose=int(training.get("verbose", 2)))
+    seconds = time.time() - start
+    hist = {k: [float(x) for x in v] for k, v in history.history.items()}
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        f.write(json.dumps({"history": hist, "train_seconds": seconds, "device": device}, indent=2))
+
+    export.export_serving_model(
+        model, tf_transform_output, fn_args.serving_model_dir, norm_window=norm_window, lookback=lookback,
+        n_ahead=n_ahead,
+        metadata={"model": hp, "num_features": num_features, "training": training,
+                  "epochs_run": len(hist.get("loss", [])), "train_seconds": round(seconds, 1), "device": device})

@@ -1,0 +1,1 @@
+"""The LEM TFX pipeline: configuration (`configs`), `create_pipeline` (`pipeline`), local runner."""

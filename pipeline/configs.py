@@ -1,0 +1,331 @@
+"""The ONE pipeline configuration: a dataclass with nested sections, loadable from YAML or JSON.
+
+Everything a run depends on lives here and flows from here into `create_pipeline(config)`: data sources and
+time splits, bar frequencies, the sizes N/L/W (bars), model hyperparameters, the training recipe, evaluation
+thresholds, the serving directory and the Beam arguments. Unknown keys in a file are an error (naming the key
+and the section), so a typo never silently falls back to a default.
+
+    config = PipelineConfig.from_file("my_run.yaml")          # or .json
+    config = PipelineConfig.from_dict({"sizes": {"n_ahead": 4}})
+    config.replace(training={"epochs": 1})                    # copy with some fields changed
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+
+@dataclass
+class DataConfig:
+    """Where the bars come from and how examples are cut and split: the ExampleGen's `IngestionConfig`
+    (`components.example_gen.config`, which documents every field) plus `source`; sizes come from `sizes`.
+
+    source: directory of market-data files (Binance klines, Yahoo daily CSVs, tidy Parquet/CSV; searched
+    recursively, filtered by `input_patterns`). frequencies: bar lengths in minutes to resample to (one example
+    = one asset at one frequency). Splits by time, never hashed: train [start, eval_start), eval
+    [eval_start, test_start), test [test_start, end); an example belongs to a split only when all its bars lie
+    inside it, plus `embargo_bars` after each boundary. stride: bars between consecutive example origins.
+    """
+    source: str = "./data"
+    frequencies: list = field(default_factory=lambda: [15, 90, 250])
+    stride: int = 1
+    stride_by_frequency: dict = field(default_factory=dict)
+    start: Optional[str] = None
+    eval_start: Optional[str] = "2017-01-01"
+    test_start: Optional[str] = "2020-01-01"
+    end: Optional[str] = None
+    embargo_bars: int = 0
+    missing_bar_rule: str = "zero_fill"
+    missing_bar_rule_by_frequency: dict = field(default_factory=lambda: {1440: "skip"})
+    max_gap_bars: int = 8
+    bad_rows: str = "error"
+    min_examples_per_split: int = 1
+    input_patterns: list = field(default_factory=lambda: ["*"])
+
+    def __post_init__(self):
+        # JSON object keys are strings: per-frequency maps are keyed by minutes (int).
+        self.stride_by_frequency = {int(k): v for k, v in (self.stride_by_frequency or {}).items()}
+        self.missing_bar_rule_by_frequency = {int(k): v for k, v in (self.missing_bar_rule_by_frequency or {}).items()}
+
+
+@dataclass
+class SizesConfig:
+    """Sizes of one example in bars of its own frequency (docs/example-contract.md)."""
+    n_ahead: int = 12       # N: execution bars of an order
+    lookback: int = 120     # L: history bars read before the first execution bar
+    norm_window: int = 336  # W: normalisation bars
+
+    @property
+    def window_bars(self) -> int:
+        """W + L + N: bars per example."""
+        return self.norm_window + self.lookback + self.n_ahead
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of `lem_model.model.build_lem` (paper README configuration by default)."""
+    hidden_size: int = 200
+    num_embedding: int = 20
+    num_heads: int = 8
+    fused_mlp_hidden_dim: int = 100
+    fused_mlp_layers: int = 2
+    recurrent: str = "tkan"
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainingConfig:
+    """The paper's recipe (§3.4) as defaults.
+
+    min_rates / max_rates: constraint configurations (fractions of the order per bar) each training example is
+    seen with; None in min_rates means the paper's 1/N^2, max rate 1 = unconstrained. min_learning_rate is
+    the floor of reduce-LR-on-plateau. steps_per_epoch / validation_steps: None = one pass over the split.
+    """
+    learning_rate: float = 1e-5
+    batch_size: int = 256
+    epochs: int = 50
+    shuffle_buffer: int = 10_000
+    early_stopping_patience: int = 2
+    reduce_lr_patience: int = 1
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 1e-7
+    min_rates: list = field(default_factory=lambda: [None])
+    max_rates: list = field(default_factory=lambda: [1.0])
+    steps_per_epoch: Optional[int] = None
+    validation_steps: Optional[int] = None
+    mixed_precision: bool = False
+    use_gpu: bool = True
+    jit_compile: Any = "auto"  # Keras `Model.compile(jit_compile=...)`: "auto" (XLA where Keras enables it), True, False
+    seed: int = 42
+    verbose: int = 2
+
+
+@dataclass
+class EvaluationConfig:
+    """Blessing rules for the Evaluator (slippage statistics in bps, overall slice of `split`).
+
+    max_nonfinite: most non-finite slippage values / allocations allowed (0 = all metrics finite).
+    max_match_std_ratio: the match-VWAP head's slippage std divided by TWAP-volume's must not exceed this
+    (1.0 = "not above TWAP-volume"). champion_max_std_increase_bps: challenger vs the latest blessed model:
+    the match-VWAP std may not be higher than the champion's by more than this (None = no comparison).
+    slice_features: features to slice the statistics by (besides the overall slice).
+    """
+    split: str = "test"
+    max_nonfinite: int = 0
+    max_match_std_ratio: float = 1.0
+    champion_max_std_increase_bps: Optional[float] = 1.0
+    slice_features: list = field(default_factory=lambda: ["asset", "frequency_minutes"])
+
+
+@dataclass
+class ServingConfig:
+    """Pusher destination: `<serving_dir>/<model_name>/<version>/` (TF Serving's layout)."""
+    serving_dir: str = "./runs/serving"
+    model_name: str = "lem"
+
+
+@dataclass
+class ReportConfig:
+    """The HTML report component (tables 1-5, figures 5-19 kinds) on `split`."""
+    enabled: bool = True
+    split: str = "test"
+    max_curves: int = 400  # execution curves drawn per figure panel (all orders enter the mean curve)
+
+
+@dataclass
+class KubeflowConfig:
+    """Kubeflow Pipelines (V2 spec) compilation: `lems compile-kubeflow` (see kubeflow/README.md).
+
+    image: the pipeline image (kubeflow/Dockerfile: TFX 1.16 base + this package) every component runs in;
+    trainer_gpus / gpu_type: accelerator request of the Trainer (KFP open source: "nvidia.com/gpu"; Vertex AI:
+    e.g. "NVIDIA_TESLA_T4"; 0 = CPU only); trainer_cpu / trainer_memory_gb: its CPU and memory limits (None =
+    cluster default); beam_pipeline_args: Beam arguments of the Beam components on the cluster (None = the
+    top-level `beam_pipeline_args`), e.g. `--runner=DataflowRunner ...` (kubeflow/README.md).
+    """
+    image: str = "lems-tfx:0.1.0"
+    trainer_gpus: int = 1
+    gpu_type: str = "nvidia.com/gpu"
+    trainer_cpu: Optional[float] = 8.0
+    trainer_memory_gb: Optional[float] = 32.0
+    beam_pipeline_args: Optional[list] = None
+
+
+@dataclass
+class PipelineConfig:
+    """Top-level configuration: pipeline identity and locations plus the nested sections.
+
+    root: directory of the pipeline root (artifacts) and, for the local runner, the ML Metadata SQLite file
+    (`metadata_path`, default `<root>/metadata.sqlite`). beam_pipeline_args: passed to every Beam-based
+    component (DirectRunner locally; Dataflow/Flink on Kubeflow).
+    """
+    pipeline_name: str = "lems"
+    root: str = "./runs/lems"
+    metadata_path: Optional[str] = None
+    enable_cache: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    sizes: SizesConfig = field(default_factory=SizesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
+    beam_pipeline_args: list = field(
+        default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+
+    # ---- derived locations ----------------------------------------------------------------------------
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.root, "pipeline_root")
+
+    @property
+    def metadata_sqlite(self) -> str:
+        return self.metadata_path or os.path.join(self.root, "metadata.sqlite")
+
+    @property
+    def push_base_directory(self) -> str:
+        """Directory the Pusher writes versions into: `<serving_dir>/<model_name>`."""
+        return os.path.join(self.serving.serving_dir, self.serving.model_name)
+
+    # ---- (de)serialisation --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "PipelineConfig":
+        return _build(cls, values or {}, "config")
+
+    @classmethod
+    def from_file(cls, path: str) -> "PipelineConfig":
+        """Load a YAML (.yaml/.yml) or JSON (.json) file; relative paths in it stay relative to the CWD."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
+                values = yaml.safe_load(text)
+            else:
+                values = json.loads(text)
+        except Exception as e:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"{path}: cannot parse config: {e}") from e
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"{path}: top level must be a mapping of sections, got {type(values).__name__}")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def save(self, path: str) -> None:
+        """Write as YAML or JSON (by extension)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
+                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+            else:
+                json.dump(self.to_dict(), f, indent=2)
+
+    def resolved(self) -> "PipelineConfig":
+        """Copy with local paths made absolute (root, metadata, data source, serving dir); URLs untouched."""
+        def absolute(path):
+            return path if path is None or "://" in path else os.path.abspath(os.path.expanduser(path))
+        return self.replace(root=absolute(self.root), metadata_path=absolute(self.metadata_path),
+                            data={"source": absolute(self.data.source)},
+                            serving={"serving_dir": absolute(self.serving.serving_dir)})
+
+    def replace(self, **sections) -> "PipelineConfig":
+        """Copy with fields changed; nested sections take dicts of their fields, e.g.
+        `config.replace(root="/tmp/x", training={"epochs": 1})`."""
+        values = self.to_dict()
+        for key, value in sections.items():
+            if isinstance(value, Mapping) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        return PipelineConfig.from_dict(values)
+
+    def ingestion_config(self):
+        """The ExampleGen's `IngestionConfig` for this config (sizes from `sizes`, the rest from `data`)."""
+        from components.example_gen.config import IngestionConfig
+        d = self.data
+        return IngestionConfig(
+            frequencies=tuple(int(f) for f in d.frequencies), norm_window=int(self.sizes.norm_window),
+            lookback=int(self.sizes.lookback), n_ahead=int(self.sizes.n_ahead), stride=int(d.stride),
+            stride_by_frequency={int(k): int(v) for k, v in (d.stride_by_frequency or {}).items()},
+            start=d.start, eval_start=d.eval_start, test_start=d.test_start, end=d.end,
+            embargo_bars=int(d.embargo_bars), missing_bar_rule=d.missing_bar_rule,
+            missing_bar_rule_by_frequency={int(k): v for k, v in (d.missing_bar_rule_by_frequency or {}).items()},
+            max_gap_bars=int(d.max_gap_bars), bad_rows=d.bad_rows,
+            min_examples_per_split=int(d.min_examples_per_split), input_patterns=tuple(d.input_patterns))
+
+    def validate(self) -> "PipelineConfig":
+        """Raise ValueError on inconsistent values; returns self."""
+        s, t, e = self.sizes, self.training, self.evaluation
+        for name in ("n_ahead", "lookback", "norm_window"):
+            if int(getattr(s, name)) < 1:
+                raise ValueError(f"sizes.{name} must be >= 1 bar, got {getattr(s, name)}")
+        if len(t.min_rates) != len(t.max_rates) or not t.min_rates:
+            raise ValueError("training.min_rates and training.max_rates must be non-empty lists of equal "
+                             f"length, got {t.min_rates} and {t.max_rates}")
+        for lo, hi in zip(t.min_rates, t.max_rates):
+            lo = 1.0 / s.n_ahead ** 2 if lo is None else lo
+            if not 0.0 <= lo <= 1.0 / s.n_ahead or not 1.0 / s.n_ahead <= hi <= 1.0:
+                raise ValueError(f"training constraint (min_rate={lo}, max_rate={hi}) is infeasible for "
+                                 f"N={s.n_ahead}: need 0 <= min_rate <= 1/N <= max_rate <= 1")
+        if t.batch_size < 1 or t.epochs < 1 or t.learning_rate <= 0:
+            raise ValueError("training.batch_size and epochs must be >= 1 and learning_rate > 0")
+        if e.max_match_std_ratio is None or e.max_nonfinite is None:
+            raise ValueError("evaluation.max_match_std_ratio and max_nonfinite are required")
+        if self.model.hidden_size % self.model.num_heads:
+            raise ValueError(f"model.hidden_size {self.model.hidden_size} must be divisible by "
+                             f"model.num_heads {self.model.num_heads}")
+        if not self.data.frequencies:
+            raise ValueError("data.frequencies must list at least one frequency")
+        self.ingestion_config()  # validates the data section (dates increasing, rules known, ...)
+        return self
+
+
+def _build(cls, values: Mapping[str, Any], where: str):
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}: {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        f = fields[name]
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            kwargs[name] = _build(sub, value or {}, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+#: The embedded default data of `lems demo` (`components.market_data.synthetic.write_default_dataset`):
+#: BTCUSDT/ETHUSDT 5-minute klines 2024-11-01 + 90 days and XRPUSDT 15-minute bars 2024-11-01 + 60 days.
+DEMO_DATA_PATTERNS = ["binance", "tidy"]
+
+
+def demo_config(root: str = "./runs/demo") -> PipelineConfig:
+    """Small but real configuration for `lems demo` on the embedded synthetic data (minutes on 2 CPU cores):
+    crypto at 15 and 90 minutes, N = 12 execution bars (the paper's), L = 32, W = 96, a small LSTM LEM."""
+    return PipelineConfig(
+        pipeline_name="lems-demo",
+        root=root,
+        data=DataConfig(source=os.path.join(root, "data"), frequencies=[15, 90], stride=4,
+                        stride_by_frequency={90: 1}, eval_start="2024-12-20", test_start="2025-01-06",
+                        embargo_bars=0, input_patterns=list(DEMO_DATA_PATTERNS)),
+        sizes=SizesConfig(n_ahead=12, lookback=32, norm_window=96),
+        model=ModelConfig(hidden_size=16, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=16,
+                          recurrent="lstm"),
+        training=TrainingConfig(learning_rate=1e-3, batch_size=256, epochs=6, min_learning_rate=1e-5,
+                                jit_compile=False),
+        serving=ServingConfig(serving_dir=os.path.join(root, "serving")),
+    )

@@ -1,0 +1,78 @@
+"""PipelineConfig: file round trips, strict keys, validation, and a pure create_pipeline."""
+import json
+import os
+
+import pytest
+
+from pipeline.configs import PipelineConfig, demo_config
+
+
+def test_yaml_and_json_round_trip(tmp_path):
+    config = demo_config(str(tmp_path / "demo")).replace(training={"epochs": 3}, evaluation={"max_match_std_ratio": 0.9})
+    for name in ("c.yaml", "c.json"):
+        path = str(tmp_path / name)
+        config.save(path)
+        loaded = PipelineConfig.from_file(path)
+        assert loaded == config
+        assert loaded.training.epochs == 3 and loaded.evaluation.max_match_std_ratio == 0.9
+        assert loaded.sizes.n_ahead == 12 and loaded.data.stride_by_frequency == {90: 1}
+
+
+def test_partial_file_keeps_defaults(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"sizes": {"n_ahead": 4}, "training": {"learning_rate": 0.01}}))
+    config = PipelineConfig.from_file(str(path))
+    assert config.sizes.n_ahead == 4 and config.sizes.lookback == 120
+    assert config.training.learning_rate == 0.01 and config.training.batch_size == 256  # paper recipe defaults
+    assert config.training.early_stopping_patience == 2 and config.training.reduce_lr_patience == 1
+    assert config.training.min_rates == [None] and config.training.max_rates == [1.0]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"trainer": {}}, "unknown key(s) ['trainer'] in config"),
+    ({"training": {"epoch": 1}}, "unknown key(s) ['epoch'] in config.training"),
+    ({"sizes": 3}, "config.sizes must be a mapping"),
+])
+def test_unknown_or_malformed_keys_are_errors(tmp_path, values, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError) as err:
+        PipelineConfig.from_file(str(path))
+    assert message in str(err.value) and "bad.json" in str(err.value)
+
+
+def test_validate_rejects_infeasible_constraints():
+    config = PipelineConfig().replace(sizes={"n_ahead": 4}, training={"min_rates": [0.5], "max_rates": [1.0]})
+    with pytest.raises(ValueError, match="infeasible"):
+        config.validate()
+    with pytest.raises(ValueError, match="split dates must increase"):
+        PipelineConfig().replace(data={"eval_start": "2021-01-01", "test_start": "2020-01-01"}).validate()
+
+
+def test_resolved_makes_local_paths_absolute_only():
+    config = PipelineConfig(root="runs/x").replace(serving={"serving_dir": "gs://bucket/serving"}).resolved()
+    assert os.path.isabs(config.root) and os.path.isabs(config.data.source)
+    assert config.serving.serving_dir == "gs://bucket/serving"
+    assert config.push_base_directory == "gs://bucket/serving/lem"
+
+
+def test_create_pipeline_is_pure_and_wires_config(tmp_path):
+    from pipeline.pipeline import create_pipeline
+    root = tmp_path / "nothing-here"
+    config = demo_config(str(root)).replace(beam_pipeline_args=["--direct_num_workers=2"],
+                                            evaluation={"max_match_std_ratio": 0.75})
+    pipeline = create_pipeline(config)
+    assert not root.exists()  # defining the pipeline writes nothing
+    ids = [c.id for c in pipeline.components]
+    for node in ("MarketDataExampleGen", "StatisticsGen", "CuratedSchemaGen", "ExampleValidator", "AnomaliesGate",
+                 "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "ExecutionReport"):
+        assert node in ids
+    assert pipeline.beam_pipeline_args == ["--direct_num_workers=2"]
+    by_id = {c.id: c for c in pipeline.components}
+    trainer_cfg = json.loads(by_id["Trainer"].exec_properties["custom_config"])
+    assert trainer_cfg["sizes"] == {"n_ahead": 12, "lookback": 32, "norm_window": 96}
+    assert trainer_cfg["training"]["batch_size"] == config.training.batch_size
+    eval_cfg = by_id["Evaluator"].exec_properties["eval_config"]
+    assert "0.75" in eval_cfg and "LemSlippage" in eval_cfg
+    push = by_id["Pusher"].exec_properties["push_destination"]
+    assert os.path.join(str(root), "serving", "lem") in push
