@@ -1,0 +1,149 @@
+"""The LEM serving client: TF Serving's PredictionService gRPC stub (`tensorflow-serving-api`) + order logic.
+
+Talks to `tensorflow_model_server` or to the development server (`lems serve`) alike: signature
+`serving_default` with inputs `volume`, `quote_volume` float32 [B, W+L+N], `timestamp` int64 [B, W+L+N],
+`frequency_minutes` int64 [B], `min_rate`, `max_rate` float32 [B]; output `allocations` [B, N, N+1, 4, 2]
+(docs/example-contract.md). W+L+N and N are read from the model's metadata (signature shapes).
+
+    client = LemClient("localhost:8500", model_name="lem")
+    order = Order(side="buy", target="volume", size=50_000, benchmark="vwap", min_duration=6,
+                  max_duration=12, asset="BTCUSDT", frequency_minutes=15)
+    plan = client.plan(order, bars)                         # bars: realized bars up to now (new order)
+    ... after each bar closes, with the fills so far:
+    plan = client.plan(dataclasses.replace(order, start_time=plan.origin_time), bars, executed=filled)
+
+Re-planning keeps the order's origin: the request window stays the one of the original order, the realized
+execution bars replace their placeholders, and `serving.scheduling.remaining_schedule` spreads what is left
+(size - executed) over the bars left, finishing by `max_duration`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import grpc
+import numpy as np
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from serving.scheduling import Order, Schedule, build_request_window, make_schedule
+from serving.tensors import from_tensor_proto, to_tensor_proto
+
+SIGNATURE = "serving_default"
+OUTPUT = "allocations"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the client needs to know about the served model: version, W+L+N and N (bars)."""
+    version: int
+    window_bars: int
+    n_ahead: int
+
+
+def model_info_from_metadata(response, signature: str = SIGNATURE) -> ModelInfo:
+    """ModelInfo from a GetModelMetadataResponse (signature shapes); ValueError when they are not fixed."""
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(sig_map)
+    if signature not in sig_map.signature_def:
+        raise ValueError(f"served model has no signature {signature!r} (has {sorted(sig_map.signature_def)})")
+    sd = sig_map.signature_def[signature]
+    try:
+        window = sd.inputs["volume"].tensor_shape.dim[1].size
+        n_ahead = sd.outputs[OUTPUT].tensor_shape.dim[1].size
+    except (KeyError, IndexError):
+        raise ValueError(f"signature {signature!r} lacks input 'volume' [B, W+L+N] or output {OUTPUT!r} "
+                         "[B, N, N+1, 4, 2]") from None
+    if window <= 0 or n_ahead <= 0:
+        raise ValueError(f"signature {signature!r} does not fix W+L+N ({window}) or N ({n_ahead}); pass "
+                         "window_bars= and n_ahead= to LemClient")
+    return ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead))
+
+
+class LemClient:
+    """PredictionService client for a pushed LEM (one gRPC channel; thread-safe like the stub).
+
+    target: "host:port" of the gRPC endpoint; model_name: the served name (`ServingConfig.model_name`);
+    timeout: seconds per call; window_bars / n_ahead: override what the metadata says (models exported with
+    unfixed shapes).
+    """
+
+    def __init__(self, target: str = "localhost:8500", model_name: str = "lem", *, signature: str = SIGNATURE,
+                 timeout: float = 10.0, window_bars: Optional[int] = None, n_ahead: Optional[int] = None):
+        self.target, self.model_name, self.signature, self.timeout = target, model_name, signature, float(timeout)
+        self._channel = grpc.insecure_channel(target)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._override = (window_bars, n_ahead)
+        self._info: Optional[ModelInfo] = None
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- raw API -------------------------------------------------------------------------------------------
+    def metadata(self, refresh: bool = False) -> ModelInfo:
+        """Version, W+L+N and N of the served model (cached; `refresh` asks again)."""
+        if self._info is None or refresh:
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            request.model_spec.name = self.model_name
+            response = self._stub.GetModelMetadata(request, timeout=self.timeout)
+            window, n_ahead = self._override
+            if window is not None and n_ahead is not None:
+                self._info = ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead))
+            else:
+                self._info = model_info_from_metadata(response, self.signature)
+        return self._info
+
+    def predict_raw(self, inputs: dict, *, signature: Optional[str] = None, version: Optional[int] = None):
+        """Predict with already-built named arrays -> (outputs {name: ndarray}, served version)."""
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = signature or self.signature
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto)
+                                          else to_tensor_proto(value))
+        response = self._stub.Predict(request, timeout=self.timeout)
+        return ({k: from_tensor_proto(v) for k, v in response.outputs.items()},
+                int(response.model_spec.version.value))
+
+    def predict_allocations(self, volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate):
+        """Allocations [B, N, N+1, 4, 2] for a batch of raw windows ([B, W+L+N] bars, [B] scalars)."""
+        inputs = {
+            "volume": np.asarray(volume, np.float32), "quote_volume": np.asarray(quote_volume, np.float32),
+            "timestamp": np.asarray(timestamp, np.int64),
+            "frequency_minutes": np.asarray(frequency_minutes, np.int64).reshape(-1),
+            "min_rate": np.asarray(min_rate, np.float32).reshape(-1),
+            "max_rate": np.asarray(max_rate, np.float32).reshape(-1),
+        }
+        outputs, version = self.predict_raw(inputs)
+        return outputs[OUTPUT], version
+
+    # --- order API -----------------------------------------------------------------------------------------
+    def plan(self, order: Order, bars, executed: float = 0.0) -> Schedule:
+        """Remaining schedule of `order` given the realized `bars` (columns volume, quote_volume, timestamp;
+        at least W+L bars before the first execution bar) and the quantity `executed` so far (order units).
+
+        A new order (`order.start_time` None) starts at the bar after the last one given; to re-plan, pass the
+        first plan's `origin_time` as `start_time`.
+        """
+        for attempt in range(2):
+            info = self.metadata(refresh=attempt > 0)
+            checked = order.validate(info.n_ahead)
+            window = build_request_window(bars, checked, window_bars=info.window_bars, n_ahead=info.n_ahead)
+            alloc, version = self.predict_allocations(
+                window.volume[None], window.quote_volume[None], window.timestamp[None],
+                [checked.frequency_minutes], [checked.min_rate], [checked.max_rate])
+            if version != info.version:   # a new version was swapped in between metadata and predict
+                fresh = self.metadata(refresh=True)
+                if (fresh.window_bars, fresh.n_ahead) != (info.window_bars, info.n_ahead):
+                    continue
+            return make_schedule(alloc[0], checked, window, executed=executed, n_ahead=info.n_ahead,
+                                 model_version=version)
+        raise RuntimeError("the served model changed its window size twice during one plan() call")

@@ -1,0 +1,393 @@
+"""`lems serve`: a development gRPC server speaking TF Serving's PredictionService (Predict, GetModelMetadata).
+
+FOR DEVELOPMENT AND TESTS ONLY. Production serves the same pushed SavedModel, unchanged, with the official
+`tensorflow_model_server` (image `tensorflow/serving`, see serving/README.md); this server exists because that
+binary cannot be installed on the development machines. It reproduces what the LEM client relies on:
+
+  * model directory: `<model_base_path>/<version>/saved_model.pb` (TF Serving / Pusher layout); the highest
+    version is served, and the directory is polled every `poll_seconds` for a newer one (loaded next to the
+    old one, then swapped in; requests never see a half-loaded model). A version that fails to load is
+    logged and retried with a backoff (a Pusher may still be copying it) while the previous one serves.
+  * Predict on any signature of the SavedModel (`serving_default`, `serve_tf_examples`), through
+    `tf.saved_model.load(...).signatures`, with `output_filter`;
+  * GetModelMetadata with `metadata_field: "signature_def"`, answered from the SavedModel's own SignatureDefs;
+  * warm-up: the version's `assets.extra/tf_serving_warmup_requests` (serving/warmup.py) is replayed before
+    it serves, as `tensorflow_model_server --enable_model_warmup` does.
+
+Errors, never a crash (each request is checked against the signature before it runs):
+  NOT_FOUND          unknown model name, a version other than the served one, unknown signature, no version
+                     loaded yet;
+  INVALID_ARGUMENT   missing or unexpected inputs, wrong dtype, wrong rank or fixed dimension, inconsistent
+                     batch sizes, empty or too large batch, NaN/Inf in a float input, undecodable tensors,
+                     unknown output in output_filter, errors the model itself raises on its inputs;
+  INTERNAL           anything else (logged with its traceback; the server keeps serving).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving.tensors import dtype_name, from_tensor_proto, to_tensor_proto
+
+log = logging.getLogger("lems.serving")
+
+DEFAULT_MODEL_NAME = "lem"
+DEFAULT_SIGNATURE = "serving_default"
+MAX_RETRY_SECONDS = 60.0
+
+
+class RequestError(Exception):
+    """A request the server refuses: gRPC status code + message for the client."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One signature input: TF dtype enum and shape (None = any size)."""
+    name: str
+    dtype: int
+    shape: Optional[tuple]   # None = unknown rank
+
+    def describe(self) -> str:
+        shape = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return f"{self.name}: {dtype_name(self.dtype)} {shape}"
+
+
+def _tensor_info_shape(info) -> Optional[tuple]:
+    if info.tensor_shape.unknown_rank:
+        return None
+    return tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+
+
+class LoadedModel:
+    """One version of the SavedModel: its callable signatures and their SignatureDefs."""
+
+    def __init__(self, path: str, version: int):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        self.path, self.version = path, int(version)
+        pb = os.path.join(path, "saved_model.pb")
+        with open(pb, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # protobuf warns on some corrupt files
+            saved = saved_model_pb2.SavedModel.FromString(f.read())
+        if not saved.meta_graphs:
+            raise ValueError(f"{pb} holds no MetaGraph")
+        self.signature_defs = {k: v for k, v in saved.meta_graphs[0].signature_def.items()
+                               if not k.startswith("__")}
+        self._loaded = tf.saved_model.load(path)
+        self.signatures = {k: self._loaded.signatures[k] for k in self.signature_defs
+                           if k in self._loaded.signatures}
+        if not self.signatures:
+            raise ValueError(f"SavedModel {path} has no serving signature")
+        self.inputs = {k: {name: InputSpec(name, info.dtype, _tensor_info_shape(info))
+                           for name, info in sd.inputs.items()}
+                       for k, sd in self.signature_defs.items()}
+        self.outputs = {k: sorted(sd.outputs) for k, sd in self.signature_defs.items()}
+        self.warmup_requests = self._warm_up()
+
+    def _warm_up(self) -> int:
+        """Replay `assets.extra/tf_serving_warmup_requests` (TF Serving's warm-up file) before the version
+        serves; a failing warm-up request fails the load, as in TF Serving."""
+        import tensorflow as tf
+        from serving.warmup import read_warmup_requests
+
+        requests = read_warmup_requests(self.path)
+        for i, request in enumerate(requests):
+            signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature not in self.signatures:
+                raise ValueError(f"warm-up request {i} names unknown signature {signature!r}")
+            arrays = validate_inputs(request.inputs, self.inputs[signature], signature, max_batch=1 << 20)
+            self.signatures[signature](**{k: tf.constant(v, dtype=tf.dtypes.as_dtype(self.inputs[signature][k].dtype))
+                                          for k, v in arrays.items()})
+        return len(requests)
+
+
+def list_versions(model_base_path: str) -> list:
+    """Versions (ints, ascending) under `model_base_path` that hold a `saved_model.pb`."""
+    try:
+        names = os.listdir(model_base_path)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit()
+                  and os.path.isfile(os.path.join(model_base_path, n, "saved_model.pb")))
+
+
+class ModelRegistry:
+    """The served model of one name: highest version under `model_base_path`, polled by a thread."""
+
+    def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, poll_seconds: float = 2.0,
+                 loader: Callable[[str, int], LoadedModel] = LoadedModel):
+        self.model_base_path, self.model_name = os.path.abspath(model_base_path), model_name
+        self.poll_seconds = float(poll_seconds)
+        self._loader = loader
+        self._current: Optional[LoadedModel] = None
+        self._failures: dict = {}
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def current(self) -> Optional[LoadedModel]:
+        return self._current
+
+    def poll_once(self) -> bool:
+        """Load the highest loadable version if it is not the served one; True when a new one was swapped in.
+
+        A version that fails to load (e.g. still being copied) is retried after a backoff (poll period x 2^k,
+        at most `MAX_RETRY_SECONDS`); meanwhile the next lower version (or the served one) stays in service.
+        """
+        with self._poll_lock:
+            current = self._current
+            now = time.monotonic()
+            for version in reversed(list_versions(self.model_base_path)):
+                if current is not None and version == current.version:
+                    return False
+                attempts, retry_at = self._failures.get(version, (0, 0.0))
+                if now < retry_at:
+                    continue
+                path = os.path.join(self.model_base_path, str(version))
+                try:
+                    started = time.monotonic()
+                    model = self._loader(path, version)
+                except Exception as exc:  # noqa: BLE001 -- a bad version must never stop the server
+                    attempts += 1
+                    delay = min(self.poll_seconds * 2 ** attempts, MAX_RETRY_SECONDS)
+                    self._failures[version] = (attempts, time.monotonic() + delay)
+                    log.warning("model %s version %d failed to load (attempt %d; retry in %.1f s): %s",
+                                self.model_name, version, attempts, delay, exc)
+                    continue
+                self._failures.pop(version, None)
+                self._current = model
+                log.info("serving model %s version %d from %s (loaded in %.1f s, %d warm-up requests)",
+                         self.model_name, version, path, time.monotonic() - started,
+                         getattr(model, "warmup_requests", 0))
+                return True
+            return False
+
+    def load_failures(self, version: int) -> int:
+        """How many times `version` failed to load since it last loaded."""
+        return self._failures.get(version, (0, 0.0))[0]
+
+    def _run(self):
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001
+                log.exception("polling %s failed", self.model_base_path)
+
+    def start(self):
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"poll-{self.model_name}", daemon=True)
+            self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.poll_seconds + 5)
+            self._thread = None
+
+
+def _signature_and_model(registry: ModelRegistry, model_spec, default_signature: Optional[str]):
+    if model_spec.name != registry.model_name:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: model "
+                           f"{model_spec.name!r} (this server serves {registry.model_name!r})")
+    model = registry.current
+    if model is None:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {registry.model_name!r} has no version loaded yet "
+                           f"(none found under {registry.model_base_path})")
+    if model_spec.HasField("version") and model_spec.version.value != model.version:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: model "
+                           f"{registry.model_name!r} version {model_spec.version.value} (serving version "
+                           f"{model.version})")
+    if model_spec.version_label:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"version labels are not supported by the development "
+                           f"server (got {model_spec.version_label!r}); serving version {model.version}")
+    if default_signature is None:
+        return model, None
+    signature = model_spec.signature_name or default_signature
+    if signature not in model.signatures:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"Serving signature key {signature!r} not found; model "
+                           f"{registry.model_name!r} version {model.version} has {sorted(model.signatures)}")
+    return model, signature
+
+
+def validate_inputs(request_inputs, specs: dict, signature: str, max_batch: int) -> dict:
+    """Decode and check the request's named tensors against a signature's inputs -> {name: ndarray}."""
+    expected = ", ".join(s.describe() for s in specs.values())
+    missing = sorted(set(specs) - set(request_inputs))
+    if missing:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"missing input(s) {missing} for signature "
+                           f"{signature!r}; expected {expected}")
+    extra = sorted(set(request_inputs) - set(specs))
+    if extra:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected input(s) {extra} for signature "
+                           f"{signature!r}; expected {expected}")
+    arrays, batch = {}, None
+    for name, spec in specs.items():
+        proto = request_inputs[name]
+        if proto.dtype != spec.dtype:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} has dtype "
+                               f"{dtype_name(proto.dtype)}; signature {signature!r} expects {spec.describe()}")
+        try:
+            arr = from_tensor_proto(proto)
+        except ValueError as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} cannot be decoded: {exc}") from None
+        if spec.shape is not None:
+            if arr.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, arr.shape)):
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} has shape {list(arr.shape)}; "
+                                   f"signature {signature!r} expects {spec.describe()}")
+            if spec.shape and spec.shape[0] is None:
+                if batch is None:
+                    batch = (name, arr.shape[0])
+                elif arr.shape[0] != batch[1]:
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"inputs disagree on the batch size: "
+                                       f"{batch[0]!r} has {batch[1]}, {name!r} has {arr.shape[0]}")
+        if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} holds {len(bad)} NaN/Inf "
+                               f"value(s), first at index {tuple(int(i) for i in bad[0])}")
+        arrays[name] = arr
+    if batch is not None and not 1 <= batch[1] <= max_batch:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"batch size {batch[1]} out of range 1..{max_batch}")
+    return arrays
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """TF Serving's PredictionService over a ModelRegistry (Predict, GetModelMetadata; the others answer
+    UNIMPLEMENTED)."""
+
+    def __init__(self, registry: ModelRegistry, max_batch: int = 4096):
+        self.registry, self.max_batch = registry, int(max_batch)
+
+    def _guard(self, method, request, context):
+        try:
+            return method(request)
+        except RequestError as err:
+            context.abort(err.code, err.message)
+        except Exception as exc:  # noqa: BLE001 -- never let a request take the server down
+            log.exception("request failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        return self._guard(self._predict, request, context)
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return self._guard(self._metadata, request, context)
+
+    def _predict(self, request):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        model, signature = _signature_and_model(self.registry, request.model_spec, DEFAULT_SIGNATURE)
+        arrays = validate_inputs(request.inputs, model.inputs[signature], signature, self.max_batch)
+        wanted = list(request.output_filter) or model.outputs[signature]
+        unknown = sorted(set(wanted) - set(model.outputs[signature]))
+        if unknown:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown output(s) {unknown}; "
+                               f"signature {signature!r} has {model.outputs[signature]}")
+        tensors = {name: tf.constant(arr, dtype=tf.dtypes.as_dtype(model.inputs[signature][name].dtype))
+                   for name, arr in arrays.items()}
+        try:
+            outputs = model.signatures[signature](**tensors)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"the model rejected the inputs: "
+                               f"{message.strip().splitlines()[0] if message.strip() else type(exc).__name__}") from None
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = self.registry.model_name
+        response.model_spec.version.value = model.version
+        response.model_spec.signature_name = signature
+        for name in wanted:
+            response.outputs[name].CopyFrom(to_tensor_proto(outputs[name].numpy()))
+        return response
+
+    def _metadata(self, request):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        fields = list(request.metadata_field)
+        if not fields:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = sorted(set(fields) - {"signature_def"})
+        if unsupported:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"metadata field(s) {unsupported} not supported; "
+                               "only 'signature_def'")
+        model, _ = _signature_and_model(self.registry, request.model_spec, None)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = self.registry.model_name
+        response.model_spec.version.value = model.version
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, sd in model.signature_defs.items():
+            sig_map.signature_def[name].CopyFrom(sd)
+        response.metadata["signature_def"].Pack(sig_map)
+        return response
+
+
+class DevServer:
+    """The development server: a ModelRegistry (polling) + a gRPC server on `host:port` (port 0 = any free).
+
+        with DevServer("runs/serving/lem", port=0) as server:
+            client = LemClient(server.address)
+    """
+
+    def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, *, host: str = "127.0.0.1",
+                 port: int = 8500, poll_seconds: float = 2.0, max_workers: int = 8, max_batch: int = 4096):
+        self.registry = ModelRegistry(model_base_path, model_name, poll_seconds)
+        self.host, self.requested_port = host, int(port)
+        self.max_workers, self.max_batch = int(max_workers), int(max_batch)
+        self.port: Optional[int] = None
+        self._server = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "DevServer":
+        self.registry.poll_once()
+        if self.registry.current is None:
+            log.warning("no loadable version under %s yet; polling every %.1f s", self.registry.model_base_path,
+                        self.registry.poll_seconds)
+        self.registry.start()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.registry, self.max_batch), server)
+        self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
+        if not self.port:
+            self.registry.stop()
+            raise OSError(f"cannot bind {self.host}:{self.requested_port}")
+        server.start()
+        self._server = server
+        log.info("PredictionService for model %r on %s (development server)", self.registry.model_name,
+                 self.address)
+        return self
+
+    def stop(self, grace: float = 1.0):
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        self.registry.stop()
+
+    def wait(self):
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

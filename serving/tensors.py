@@ -1,0 +1,90 @@
+"""NumPy <-> `TensorProto` for Predict requests and responses (the subset the LEM signatures use, fast).
+
+`to_tensor_proto` writes `tensor_content` (raw little-endian bytes) for numeric arrays and `string_val` for
+bytes, like `tf.make_tensor_proto`, without its per-call overhead; `from_tensor_proto` reads both the packed
+and the repeated-field encodings and raises `ValueError` on anything inconsistent (the server turns that into
+INVALID_ARGUMENT).
+"""
+from __future__ import annotations
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+_NUMPY_TO_DTYPE = {
+    np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
+    np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64,
+    np.dtype(np.float16): types_pb2.DT_HALF, np.dtype(np.bool_): types_pb2.DT_BOOL,
+    np.dtype(np.uint8): types_pb2.DT_UINT8, np.dtype(np.int8): types_pb2.DT_INT8,
+    np.dtype(np.int16): types_pb2.DT_INT16, np.dtype(np.uint16): types_pb2.DT_UINT16,
+}
+_DTYPE_TO_NUMPY = {v: k for k, v in _NUMPY_TO_DTYPE.items()}
+# repeated field holding the values when tensor_content is empty
+_VAL_FIELD = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_HALF: "half_val",
+}
+
+
+def dtype_name(dtype_enum: int) -> str:
+    """'DT_FLOAT' etc. for messages."""
+    try:
+        return types_pb2.DataType.Name(dtype_enum)
+    except ValueError:
+        return f"DataType({dtype_enum})"
+
+
+def to_tensor_proto(value, dtype=None) -> tensor_pb2.TensorProto:
+    """NumPy array (numeric, or bytes/str objects for DT_STRING) -> TensorProto."""
+    arr = np.asarray(value, dtype=dtype)
+    proto = tensor_pb2.TensorProto(
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]))
+    if arr.dtype.kind in ("S", "O", "U"):
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v.encode() if isinstance(v, str) else bytes(v) for v in arr.reshape(-1))
+        return proto
+    if arr.dtype not in _NUMPY_TO_DTYPE:
+        raise ValueError(f"unsupported dtype {arr.dtype}")
+    proto.dtype = _NUMPY_TO_DTYPE[arr.dtype]
+    proto.tensor_content = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return proto
+
+
+def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """TensorProto -> NumPy array; ValueError when shape and values disagree or the dtype is unsupported."""
+    if proto.tensor_shape.unknown_rank:
+        raise ValueError("tensor has unknown rank")
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"tensor has a negative dimension: {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if proto.dtype == types_pb2.DT_STRING:
+        vals = list(proto.string_val)
+        if len(vals) == count:
+            return np.array(vals, dtype=object).reshape(shape)
+        if len(vals) == 1 and count > 0:
+            return np.array(vals * count, dtype=object).reshape(shape)
+        raise ValueError(f"DT_STRING tensor of shape {list(shape)} needs {count} values, got {len(vals)}")
+    if proto.dtype not in _DTYPE_TO_NUMPY:
+        raise ValueError(f"unsupported tensor dtype {dtype_name(proto.dtype)}")
+    np_dtype = _DTYPE_TO_NUMPY[proto.dtype]
+    if proto.tensor_content:
+        if len(proto.tensor_content) != count * np_dtype.itemsize:
+            raise ValueError(f"tensor_content holds {len(proto.tensor_content)} bytes; shape {list(shape)} of "
+                             f"{dtype_name(proto.dtype)} needs {count * np_dtype.itemsize}")
+        return np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<")).astype(np_dtype).reshape(shape)
+    vals = getattr(proto, _VAL_FIELD[proto.dtype])
+    if proto.dtype == types_pb2.DT_HALF:
+        flat = np.asarray(list(vals), np.uint16).view(np.float16)
+    else:
+        flat = np.asarray(list(vals), dtype=np_dtype)
+    if flat.size == count:
+        return flat.reshape(shape)
+    if flat.size == 1 and count > 0:    # TF's "fill" encoding: one value for the whole tensor
+        return np.full(shape, flat[0], dtype=np_dtype)
+    if count == 0 and flat.size == 0:
+        return np.zeros(shape, np_dtype)
+    raise ValueError(f"{dtype_name(proto.dtype)} tensor of shape {list(shape)} needs {count} values, got "
+                     f"{flat.size}")
