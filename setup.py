@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.11",  # TFX 1.16 wheels and our pinned set; see constraints.txt
     packages=find_packages(include=["lem_model*", "components*", "pipeline*", "kubeflow*", "serving*", "backfill*", "lems_cli*"]),
-    package_data={"": ["*.pbtxt", "*.json", "*.yaml"]},
+    package_data={"": ["*.pbtxt", "*.json", "*.yaml", "*.config"]},
     include_package_data=True,
     install_requires=[
         # TFX 1.16 brings tensorflow 2.16, Keras 3, TFT 1.16, TFMA 0.47, Beam 2.5x+, ML Metadata 1.16.

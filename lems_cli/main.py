@@ -8,7 +8,13 @@ import sys
 
 # subcommand name -> (module, one-line help)
 SUBCOMMANDS = {
+    "compile-kubeflow": ("lems_cli.compile_kubeflow", "compile the pipeline to a Kubeflow Pipelines V2 spec (JSON)"),
+    "backfill": ("lems_cli.backfill", "historical schedules and slippage of every order window in a date range (Parquet)"),
+    "predict": ("lems_cli.predict", "remaining schedule of one order from a TF Serving PredictionService"),
+    "serve": ("lems_cli.serve", "development gRPC PredictionService over the pushed SavedModel (not production)"),
     "quickstart": ("lems_cli.quickstart", "train a small LEM on generated bars and print its slippage against TWAP"),
+    "run": ("lems_cli.run", "run the TFX pipeline locally from a configuration file (YAML/JSON)"),
+    "demo": ("lems_cli.demo", "run the whole TFX pipeline on the embedded default data and report what happened"),
 }
 
 

@@ -1,0 +1,123 @@
+"""Compile the LEM pipeline for Kubeflow Pipelines V2 (`tfx.orchestration.experimental.KubeflowV2DagRunner`).
+
+The pipeline is the same `pipeline.pipeline.create_pipeline(config)` the local runner runs; this module only
+adds what a cluster needs (all read from `config.kubeflow`, see `pipeline.configs.KubeflowConfig`):
+
+- the image every component runs in (`kubeflow/Dockerfile`: TFX 1.16 base + this package);
+- the Trainer's resources: a `ResourceSpec` platform config (the one mechanism TFX 1.16 offers for V2:
+  `BaseNode.with_platform_config`; the V2 step builder copies it into the executor's
+  `container.resources`, i.e. `accelerator {type, count}`, `cpuLimit`, `memoryLimit` in the JSON);
+- the Beam arguments of the Beam components (`config.kubeflow.beam_pipeline_args`, else the top-level
+  `config.beam_pipeline_args`): the pipeline-level `beam_pipeline_args` that the V2 step builder appends to
+  every component's container arguments (TFX's Beam executors read them; the others ignore them).
+
+ML Metadata is Kubeflow's own (no SQLite connection is passed). Paths in the config (`root`,
+`data.source`, `serving.serving_dir`) must be reachable from the cluster (e.g. `gs://...` or a mounted volume).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from pipeline.configs import PipelineConfig
+
+#: Node id of the Trainer in `create_pipeline` (TFX's default id for `tfx.components.Trainer`).
+TRAINER_ID = "Trainer"
+
+
+def trainer_resource_spec(config: PipelineConfig):
+    """`ResourceSpec` proto of the Trainer from `config.kubeflow`, or None when nothing is requested."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    k = config.kubeflow
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()
+    if k.trainer_cpu:
+        spec.cpu_limit = float(k.trainer_cpu)
+    if k.trainer_memory_gb:
+        spec.memory_limit = float(k.trainer_memory_gb)
+    if int(k.trainer_gpus or 0) > 0:
+        if not k.gpu_type:
+            raise ValueError("kubeflow.gpu_type is required when kubeflow.trainer_gpus > 0 "
+                             "(e.g. 'nvidia.com/gpu' on Kubeflow, 'NVIDIA_TESLA_T4' on Vertex AI)")
+        spec.accelerator.type = str(k.gpu_type)
+        spec.accelerator.count = int(k.trainer_gpus)
+    elif int(k.trainer_gpus or 0) < 0:
+        raise ValueError(f"kubeflow.trainer_gpus must be >= 0, got {k.trainer_gpus}")
+    return spec if spec.ByteSize() else None
+
+
+def beam_args(config: PipelineConfig) -> list:
+    """Beam arguments used on the cluster."""
+    args = config.kubeflow.beam_pipeline_args
+    return list(config.beam_pipeline_args if args is None else args)
+
+
+def kubeflow_pipeline(config: PipelineConfig):
+    """`create_pipeline(config)` with the cluster's Beam arguments and the Trainer's resource request."""
+    from pipeline.pipeline import create_pipeline
+    config = config.replace(beam_pipeline_args=beam_args(config))
+    pipeline = create_pipeline(config, metadata_connection_config=None)
+    trainers = [c for c in pipeline.components if c.id == TRAINER_ID]
+    if len(trainers) != 1:
+        raise ValueError(f"expected one component with id {TRAINER_ID!r} in the pipeline, found "
+                         f"{[c.id for c in pipeline.components]}")
+    spec = trainer_resource_spec(config)
+    if spec is not None:
+        trainers[0].with_platform_config(spec)
+    return pipeline
+
+
+def compile_pipeline(config: PipelineConfig, output_path: str, *, image: Optional[str] = None) -> dict:
+    """Write the KFP V2 pipeline-job JSON of `config` to `output_path`; returns it as a dict.
+
+    image: overrides `config.kubeflow.image`.
+    """
+    from tfx import v1 as tfx
+    if image:
+        config = config.replace(kubeflow={"image": image})
+    if not config.kubeflow.image:
+        raise ValueError("kubeflow.image is required: the pipeline image built from kubeflow/Dockerfile")
+    pipeline = kubeflow_pipeline(config)
+    runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+        default_image=config.kubeflow.image, display_name=config.pipeline_name)
+    out_dir, filename = os.path.split(os.path.abspath(output_path))
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=runner_config, output_dir=out_dir, output_filename=filename)
+    return runner.run(pipeline, write_out=True)
+
+
+def summarize(spec: dict) -> dict:
+    """Component graph, images, Trainer resources and Beam arguments of a compiled spec (for the CLI and tests).
+
+    Returns {"tasks": {task: [upstream tasks]}, "images": {executor: image},
+             "resources": {executor: resources}, "args": {executor: [container args]}}.
+    """
+    ps = spec["pipelineSpec"]
+    tasks = {name: sorted(t.get("dependentTasks", [])) for name, t in ps["root"]["dag"]["tasks"].items()}
+    executors = ps["deploymentSpec"]["executors"]
+    images, resources, args = {}, {}, {}
+    for name, ex in executors.items():
+        c = ex.get("container")
+        if c is None:
+            continue
+        images[name] = c.get("image")
+        if c.get("resources"):
+            resources[name] = c["resources"]
+        args[name] = list(c.get("args", []))
+    return {"tasks": tasks, "images": images, "resources": resources, "args": args}
+
+
+def main(argv=None) -> int:  # python -m kubeflow.runner --config FILE --output spec.json
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--image")
+    a = parser.parse_args(argv)
+    spec = compile_pipeline(PipelineConfig.from_file(a.config), a.output, image=a.image)
+    print(json.dumps(summarize(spec)["tasks"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""`lems backfill`: historical LEM schedules and slippage for every order window of a date range (Parquet).
+
+    lems backfill --source DATA --model runs/serving/lem --output runs/backfill \
+        --start 2024-03-01 --end 2024-03-31 --assets BTCUSDT,ETHUSDT --frequencies 15,90 \
+        [--heads match,12] [--constraints default,0:0.25] \
+        [--beam-args "--direct_running_mode=multi_processing --direct_num_workers=4"]
+
+Rerunning a range replaces its partitions atomically (see backfill/commit.py); see kubeflow/README.md for
+distributed runners.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+
+def _csv(text):
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
+
+
+def _constraints(text):
+    out = []
+    for item in _csv(text) or ("default",):
+        if item == "default":
+            out.append((None, 1.0))
+        else:
+            lo, _, hi = item.partition(":")
+            out.append((None if lo in ("", "default") else float(lo), float(hi) if hi else 1.0))
+    return tuple(out)
+
+
+def add_parser(parser) -> None:
+    parser.add_argument("--source", help="directory or file of raw bars (default: data.source of --config)")
+    parser.add_argument("--model", required=True, help="pushed model: <serving_dir>/<model_name> (latest "
+                                                       "version) or one version directory")
+    parser.add_argument("--output", required=True, help="Parquet dataset root (date=/asset= partitions)")
+    parser.add_argument("--start", required=True, help="first date (YYYY-MM-DD, UTC) of the orders' first bar")
+    parser.add_argument("--end", required=True, help="last date (inclusive)")
+    parser.add_argument("--assets", help="comma-separated symbols (default: every asset in the source)")
+    parser.add_argument("--frequencies", help="bar lengths in minutes, comma-separated (default: from --config, "
+                                              "else 15)")
+    parser.add_argument("--stride", type=int, default=1, help="bars between consecutive order origins (default 1)")
+    parser.add_argument("--heads", help="minimum periods (1..N) and/or 'match', comma-separated (default: all)")
+    parser.add_argument("--paths", help="comma-separated of buy_vwap,buy_twap,sell_vwap,sell_twap (default: all)")
+    parser.add_argument("--targets", help="volume,notional (default: both)")
+    parser.add_argument("--constraints", help="order constraints 'min_rate:max_rate' (fractions per bar), "
+                                              "comma-separated; 'default' = 1/N^2:1 (default)")
+    parser.add_argument("--input-patterns", help="globs (relative to --source) selecting files")
+    parser.add_argument("--bad-rows", choices=("error", "drop"), default="error")
+    parser.add_argument("--batch-size", type=int, default=256, help="windows per model call")
+    parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N windows per worker")
+    parser.add_argument("--config", help="pipeline config: defaults for --source, --frequencies, Beam args")
+    parser.add_argument("--beam-args", help="Beam pipeline arguments as one string (default: the config's "
+                                            "beam_pipeline_args, else DirectRunner in memory)")
+
+
+def run(args) -> int:
+    import shlex
+
+    from backfill.beam_pipeline import run_backfill
+    from backfill.spec import BackfillSpec
+    from lem_model import layout
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("backfill").setLevel(logging.INFO)
+    config = None
+    if args.config:
+        from pipeline.configs import PipelineConfig
+        config = PipelineConfig.from_file(args.config)
+    source = args.source or (config.data.source if config else None)
+    if not source:
+        raise SystemExit("lems backfill: --source (or --config with data.source) is required")
+    freqs = _csv(args.frequencies) or (tuple(config.data.frequencies) if config else ("15",))
+    beam_args = shlex.split(args.beam_args) if args.beam_args is not None else (
+        list(config.beam_pipeline_args) if config else [])
+    spec = BackfillSpec(
+        source=source, model_dir=args.model, output_dir=args.output, start_date=args.start, end_date=args.end,
+        assets=_csv(args.assets), frequencies=tuple(int(f) for f in freqs), stride=args.stride,
+        heads=_csv(args.heads), paths=_csv(args.paths) or layout.PATHS, targets=_csv(args.targets) or layout.TARGETS,
+        constraints=_constraints(args.constraints), input_patterns=_csv(args.input_patterns) or ("*",),
+        bad_rows=args.bad_rows, batch_size=args.batch_size, log_every=args.log_every)
+    record = run_backfill(spec, beam_args)
+    print(json.dumps({k: record[k] for k in ("run_id", "model_version", "windows", "rows", "partitions_written",
+                                             "beam_seconds", "counters")}, indent=2))
+    return 0
