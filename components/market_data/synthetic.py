@@ -6,7 +6,10 @@ Yahoo-style daily CSVs and tidy Parquet/CSV.
 
 The model, per asset, per bar `t` of length `f` minutes (all parameters in `AssetParams`):
   * returns: GARCH(1,1) with Student-t innovations (volatility clustering, fat tails),
-        h_t = omega + alpha * r_{t-1}^2 + beta * h_{t-1},   omega = var_bar * (1 - alpha - beta),
+        h_t = min(omega + alpha * r_{t-1}^2 + beta * h_{t-1}, max_var_ratio * var_bar),
+        omega = var_bar * (1 - alpha - beta)  (the defaults keep the fourth moment of r_t finite:
+        beta^2 + 2 alpha beta + kurtosis(z) alpha^2 < 1, and the cap stops the rare runaway bursts
+        that an uncapped GARCH with fat tails produces over hundreds of thousands of bars),
         var_bar = daily_vol^2 * f / 1440,   r_t = sqrt(h_t * s_t) * z_t,   z_t ~ t(df) / sqrt(df / (df - 2)),
     where `s_t` is the intraday seasonal factor (volatility is higher when volume is);
   * volume: v_t = daily_volume * f / 1440 * s_t * (h_t / var_bar)^(gamma / 2) * exp(vol_noise * e_t - vol_noise^2 / 2)
@@ -43,9 +46,10 @@ class AssetParams:
     price: float = 100.0              # first open price (quote currency)
     daily_volume: float = 1e6         # mean base volume per day
     daily_vol: float = 0.03           # unconditional daily return volatility
-    alpha: float = 0.08               # GARCH ARCH coefficient
-    beta: float = 0.90                # GARCH persistence (alpha + beta < 1)
-    df: float = 5.0                   # Student-t degrees of freedom of the innovations (> 2)
+    alpha: float = 0.04               # GARCH ARCH coefficient (per bar)
+    beta: float = 0.95                # GARCH persistence (alpha + beta < 1)
+    df: float = 6.0                   # Student-t degrees of freedom of the innovations (> 2)
+    max_var_ratio: float = 16.0       # cap of h_t / var_bar (bar volatility at most 4x its mean level)
     gamma: float = 1.0                # volume elasticity to volatility
     vol_noise: float = 0.4            # log-normal volume noise (std of log volume)
     u_depth: float = 1.5              # depth of the intraday U shape (0: flat)
@@ -83,13 +87,14 @@ def _one_asset(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rng: np.
         raise ValueError(f"need alpha + beta < 1 and df > 2, got {p}")
     var_bar = p.daily_vol ** 2 * freq_minutes / 1440.0
     omega = var_bar * (1.0 - p.alpha - p.beta)
+    h_cap = var_bar * p.max_var_ratio
     season = _intraday_factor(ts, freq_minutes, p)
     z = rng.standard_t(p.df, n) / np.sqrt(p.df / (p.df - 2.0))
     h = np.empty(n)
     r = np.empty(n)
     h_prev, r_prev = var_bar, 0.0
     for t in range(n):  # GARCH recursion (scalar loop: ~1 us per bar)
-        h_t = omega + p.alpha * r_prev * r_prev + p.beta * h_prev
+        h_t = min(omega + p.alpha * r_prev * r_prev + p.beta * h_prev, h_cap)
         r_t = (h_t * season[t]) ** 0.5 * z[t]
         h[t], r[t] = h_t, r_t
         h_prev, r_prev = h_t, r_t
