@@ -221,8 +221,8 @@ class StepwiseFusedAllocator(keras.layers.Layer):
                                                                      must fit under max_rate)
         R_{k+1} = R_k - a_k, R_0 = 1, and the last step takes the remainder a_{N-1} = R_{N-1}.
     Fused weights hold one independent (randomly initialised) MLP per (step, path), so scenarios start
-    with different schedules. The first layer's shared part (step_inputs) is one batched matmul over all steps and paths;
-    only the terms that depend on earlier allocations run sequentially, in [P, B, .] layout
+    with different schedules. The first layer's step-input term is one 2-D matmul per step over all paths
+    (`w_in` is [N-1, D, P*H]); the terms that depend on earlier allocations run in [P, B, .] layout
     (batched matmuls, no per-path Python loops).
     """
 
@@ -242,7 +242,8 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         nd, p, h = max(self.n_steps - 1, 1), self.num_paths, self.hidden_dim
         d = inputs_shape[-1]
         he = lambda fan_in: keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / fan_in))
-        self.w_in = self.add_weight(name="w_in", shape=(nd, p, d, h), initializer=he(d))
+        # [step, D, path * H]: one 2-D matmul per step covers all paths (GEMM-friendly at any batch size)
+        self.w_in = self.add_weight(name="w_in", shape=(nd, d, p * h), initializer=he(d))
         self.b_in = self.add_weight(name="b_in", shape=(nd, p, 1, h), initializer="zeros")
         self.w_prev = self.add_weight(name="w_prev", shape=(nd, p, nd, h), initializer=he(nd))
         self.w_hidden, self.b_hidden = [], []
@@ -261,12 +262,10 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         r_max = ops.reshape(max_rate, (1, -1))
         remaining = ops.ones_like(r_min) + ops.zeros((p, 1), dtype=r_min.dtype)  # [P, B]
         allocs = []
-        if n > 1:
-            # shared first-layer term of every decision step and path in one batched matmul: [N-1, P, B, H]
-            steps = ops.expand_dims(ops.transpose(inputs[:, : n - 1], (1, 0, 2)), 1)  # [N-1, 1, B, D]
-            shared = ops.matmul(steps, self.w_in) + self.b_in
         for k in range(n - 1):
-            z = shared[k]
+            # first-layer term from step k's inputs, all paths in one 2-D matmul: [B, D] @ [D, P*H]
+            z = ops.matmul(inputs[:, k], self.w_in[k])                          # [B, P*H]
+            z = ops.transpose(ops.reshape(z, (-1, p, h)), (1, 0, 2)) + self.b_in[k]  # [P, B, H]
             if k > 0:
                 prev = ops.stack(allocs, axis=-1)                       # [P, B, k]
                 z = z + ops.matmul(prev, self.w_prev[k, :, :k, :])      # [P, B, H]
