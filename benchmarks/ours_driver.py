@@ -1,0 +1,90 @@
+"""Worker that times OUR model (`lem_model.build_lem` + `lem_model.compile_lem`), run by train_throughput.py in
+the project venv with pinned threads; prints one BENCH_RESULT line.
+
+Inputs come from the ONE feature builder (`lem_model.features.build_features_numpy`) applied to synthetic raw
+order windows (random-walk VWAP, log-normal volume, 15-minute bars), so `bars` and `labels` have the exact
+layout and value ranges the Trainer sees.
+
+Usage: ours_driver.py --lookback 120 --n-ahead 12 --hidden 200 --embedding 20 --heads 8 --fused 100 \
+        --batch 256 --warmup 2 --steps 5 --windows 3 --threads 2 --latency-reps 50 [--flops] [--block-profile]
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (lem_model)
+from _common import emit, pin_tf_threads  # noqa: E402
+from _measure import measure_latency, measure_training  # noqa: E402
+
+NORM_WINDOW = 336
+
+
+def synthetic_windows(rng, batch, lookback, n_ahead, norm_window=NORM_WINDOW, freq_minutes=15):
+    """Raw windows `[B, W+L+N]` (volume, quote_volume, timestamp) and `[B]` frequency_minutes."""
+    import numpy as np
+    t = norm_window + lookback + n_ahead
+    volume = rng.lognormal(3.0, 1.0, size=(batch, t)).astype("float32")
+    volume[rng.random((batch, t)) < 0.01] = 0.0  # a few unpriced bars
+    vwap = 100.0 * np.exp(np.cumsum(rng.normal(0, 2e-3, size=(batch, t)), axis=1))
+    start = 1_600_000_000 + 900 * rng.integers(0, 100_000, size=(batch, 1))
+    timestamp = (start + 900 * np.arange(t)[None, :]).astype("int64")
+    return volume, (volume * vwap).astype("float32"), timestamp, np.full((batch,), freq_minutes, "int64")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for name, default in [("lookback", 120), ("n-ahead", 12), ("hidden", 200), ("embedding", 20), ("heads", 8),
+                          ("fused", 100), ("batch", 256), ("warmup", 2), ("steps", 5), ("windows", 3),
+                          ("threads", 2), ("inter-threads", 1), ("latency-reps", 50), ("seed", 0)]:
+        p.add_argument("--" + name, type=int, default=default)
+    p.add_argument("--jit", choices=["off", "on"], default="off")
+    p.add_argument("--min-window-s", type=float, default=0.0, help="each timed window lasts at least this long")
+    p.add_argument("--recurrent", default=None, help="override the model's recurrent block (default: its own)")
+    p.add_argument("--flops", action="store_true", help="also count FLOPs of one traced training step")
+    p.add_argument("--block-profile", action="store_true", help="also time fwd+bwd of each top-level layer")
+    p.add_argument("--skip-train", action="store_true")
+    a = p.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+    pin_tf_threads(tf, a.threads, a.inter_threads)
+    import keras
+    import lem_model
+    from lem_model.features import NUM_BAR_FEATURES, build_features_numpy
+
+    keras.utils.set_random_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    volume, quote_volume, timestamp, freq = synthetic_windows(rng, a.batch, a.lookback, a.n_ahead)
+    feats = build_features_numpy(volume, quote_volume, timestamp, freq, norm_window=NORM_WINDOW,
+                                 lookback=a.lookback, n_ahead=a.n_ahead)
+    x = {"bars": tf.constant(feats["bars"]), "min_rate": tf.zeros((a.batch, 1)), "max_rate": tf.ones((a.batch, 1))}
+    y = tf.constant(feats["labels"])
+
+    hp = dict(lookback=a.lookback, n_ahead=a.n_ahead, hidden_size=a.hidden, num_embedding=a.embedding,
+              num_heads=a.heads, fused_mlp_hidden_dim=a.fused)
+    if a.recurrent:
+        hp["recurrent"] = a.recurrent
+    t0 = time.perf_counter()
+    model = lem_model.build_lem(num_features=NUM_BAR_FEATURES, **hp)
+    lem_model.compile_lem(model, metrics=False, jit_compile=(a.jit == "on"))
+    build_s = time.perf_counter() - t0
+    out = {"impl": "ours lem_model", "params": int(model.count_params()), "build_s": build_s, "jit": a.jit,
+           "recurrent": getattr(model, "recurrent", None)}
+    if a.flops:
+        from flops import count_train_step_flops
+        out.update(count_train_step_flops(model, x, y))
+    if not a.skip_train:
+        out.update(measure_training(model, x, y, warmup=a.warmup, steps=a.steps, windows=a.windows,
+                                   min_window_s=a.min_window_s))
+        x1 = {k: v[:1] for k, v in x.items()}
+        out.update(measure_latency(model, x1, reps=a.latency_reps))
+    if a.block_profile:
+        from flops import block_profile
+        out["block_profile"] = block_profile(model, x, y)
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The benchmark tooling measures what it claims: the FLOP counter of benchmarks/flops.py against hand counts,
+and the benchmark table formatter."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+
+def _count(fn, *args, model_name=None):
+    from flops import FlopCounter
+    c = FlopCounter(model_name)
+    c.walk(tf.function(fn).get_concrete_function(*args).graph)
+    return c
+
+
+def test_matmul_and_einsum_flops_are_exact():
+    a, b = tf.zeros((3, 5, 7)), tf.zeros((7, 11))
+    c = _count(lambda a, b: tf.matmul(a, b) + tf.einsum("bij,jk->bik", a, b), a, b)
+    assert c.matmul_flops == 2 * (2 * 3 * 5 * 7 * 11)
+    x, y = tf.zeros((4, 6)), tf.zeros((9, 6))
+    assert _count(lambda x, y: tf.matmul(x, y, transpose_b=True), x, y).matmul_flops == 2 * 4 * 9 * 6
+
+
+def test_rnn_loop_counted_per_time_step_and_dead_code_pruned():
+    batch, steps, dim, units = 4, 10, 16, 32
+    inp = keras.Input((steps, dim), batch_size=batch)
+    out = keras.layers.LSTM(units, return_sequences=True)(keras.layers.Dense(units, use_bias=False)(inp))
+    model = keras.Model(inp, out)
+    c = _count(lambda x: model(x), tf.zeros((batch, steps, dim)), model_name=model.name)
+    dense = 2 * batch * steps * dim * units
+    lstm = steps * 2 * (2 * batch * units * 4 * units)  # x@W and h@U per step; the shape-probing step is dead
+    assert c.unknown_trip_loops == 0
+    assert c.matmul_flops == dense + lstm
+
+
+def test_only_the_larger_branch_of_a_conditional_is_counted():
+    x = tf.zeros((8, 8))
+
+    def f(x, flag):
+        return tf.cond(flag, lambda: tf.matmul(tf.matmul(x, x), x), lambda: tf.matmul(x, x))
+    c = _count(f, x, tf.constant(True))
+    assert c.matmul_flops == 2 * (2 * 8 * 8 * 8)
+
+
+def test_format_table_aligns_columns():
+    from _common import format_table
+    lines = format_table(["a", "long header"], [[1, 2], ["wide cell", 3]]).splitlines()
+    assert len({len(l) for l in lines}) == 1
+    assert lines[0].startswith("| a ") and "long header" in lines[0]
