@@ -37,7 +37,7 @@ class DataConfig:
     eval_start: Optional[str] = "2017-01-01"
     test_start: Optional[str] = "2020-01-01"
     end: Optional[str] = None
-    embargo_bars: int = 0
+    embargo_bars: int = 12
     missing_bar_rule: str = "zero_fill"
     missing_bar_rule_by_frequency: dict = field(default_factory=lambda: {1440: "skip"})
     max_gap_bars: int = 8
@@ -321,7 +321,7 @@ def demo_config(root: str = "./runs/demo") -> PipelineConfig:
         root=root,
         data=DataConfig(source=os.path.join(root, "data"), frequencies=[15, 90], stride=4,
                         stride_by_frequency={90: 1}, eval_start="2024-12-20", test_start="2025-01-06",
-                        embargo_bars=0, input_patterns=list(DEMO_DATA_PATTERNS)),
+                        embargo_bars=12, input_patterns=list(DEMO_DATA_PATTERNS)),
         sizes=SizesConfig(n_ahead=12, lookback=32, norm_window=96),
         model=ModelConfig(hidden_size=16, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=16,
                           recurrent="lstm"),

@@ -48,7 +48,7 @@ class IngestionConfig:
     eval_start: Optional[str] = "2017-01-01"
     test_start: Optional[str] = "2020-01-01"
     end: Optional[str] = None
-    embargo_bars: int = 0
+    embargo_bars: int = 12
     missing_bar_rule: str = "zero_fill"
     missing_bar_rule_by_frequency: Mapping[int, str] = dataclasses.field(default_factory=lambda: {1440: "skip"})
     max_gap_bars: int = 8
