@@ -5,12 +5,15 @@ small: `lem_model.model.SMALL_CONFIG`; both W = 336): build the LEM (random weig
 on training), export it with the Trainer's exporter (`components.trainer.export.export_serving_model`; the
 transform graph is the Transform module's `preprocessing_fn`, via the test stand-in of `tft.TFTransformOutput`),
 start `lems serve` on it in a subprocess, and time from this process:
-  * `predict`: one Predict RPC with one order's W+L+N bars (request built once);
-  * `plan`: `LemClient.plan` end to end (request window from the bars, Predict, remaining schedule);
+  * `predict`: one Predict RPC with one order's W+L+N bars (request built once), through `serve_scenario`
+    (the order's scenario only: what `LemClient.plan` calls) and through `serving_default` (all (N+1) x 8
+    scenarios);
+  * `plan`: `LemClient.plan` end to end (request window from the bars, Predict on `serve_scenario`,
+    remaining schedule);
   * orders/s with 1 and 4 concurrent clients (`plan`);
-  * server CPU ms / Predict: CPU time (all threads) the server process spent per Predict, a cost that
-    does not depend on what else runs on the machine;
-  * `in-process`: the same signature called directly in this process (`tf.saved_model.load`), i.e. the
+  * server CPU ms / Predict (`serve_scenario`): CPU time (all threads) the server process spent per
+    Predict, a cost that does not depend on what else runs on the machine;
+  * `in-process`: `serve_scenario` called directly in this process (`tf.saved_model.load`), i.e. the
     model's own compute without gRPC, to separate the two.
 Machine load matters on small machines: the busy share of all cores during the runs is printed.
 
@@ -90,7 +93,8 @@ def process_cpu_s(pid: int) -> float:
 def measure(address: str, requests: int, server_pid: int) -> dict:
     import numpy as np
     from serving.client import LemClient
-    from serving.scheduling import Order, build_request_window
+    from lem_model import layout
+    from serving.scheduling import Order, build_request_window, scenario_indices
 
     client = LemClient(address, "lem", timeout=60)
     info = client.metadata()
@@ -103,22 +107,31 @@ def measure(address: str, requests: int, server_pid: int) -> dict:
               "frequency_minutes": np.array([15], np.int64), "min_rate": np.array([checked.min_rate], np.float32),
               "max_rate": np.array([1.0], np.float32)}
     from serving.tensors import to_tensor_proto
+    inputs["scenario"] = np.array([layout.scenario_index(*scenario_indices(checked, info.n_ahead), info.n_ahead)],
+                                  np.int64)
     protos = {k: to_tensor_proto(v) for k, v in inputs.items()}
-    for _ in range(20):                      # warm-up (first calls trace nothing server-side, but warm caches)
-        client.predict_raw(protos)
+    full = {k: v for k, v in protos.items() if k != "scenario"}
+    for _ in range(20):                      # warm-up (XLA compiles the scenario path on its first call)
+        client.predict_raw(protos, signature="serve_scenario")
+        client.predict_raw(full)
         client.plan(order, hist)
-    pred, plan = [], []
+    pred, pred_full, plan = [], [], []
     cpu0 = process_cpu_s(server_pid)
     for _ in range(requests):
         t0 = time.perf_counter()
-        client.predict_raw(protos)
+        client.predict_raw(protos, signature="serve_scenario")
         pred.append((time.perf_counter() - t0) * 1e3)
     server_cpu_ms = (process_cpu_s(server_pid) - cpu0) * 1e3 / requests
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        client.predict_raw(full)
+        pred_full.append((time.perf_counter() - t0) * 1e3)
     for _ in range(requests):
         t0 = time.perf_counter()
         client.plan(order, hist)
         plan.append((time.perf_counter() - t0) * 1e3)
     out = {"predict_p50": percentile(pred, 50), "predict_p99": percentile(pred, 99),
+           "full_p50": percentile(pred_full, 50), "full_p99": percentile(pred_full, 99),
            "plan_p50": percentile(plan, 50), "plan_p99": percentile(plan, 99),
            "orders_s_1": 1e3 / statistics.mean(plan), "server_cpu_ms": server_cpu_ms}
     # 4 concurrent clients (one channel each), fixed number of plans each
@@ -145,7 +158,7 @@ def measure(address: str, requests: int, server_pid: int) -> dict:
 
 def measure_in_process(path: str, inputs: dict, requests: int) -> tuple:
     import tensorflow as tf
-    fn = tf.saved_model.load(path).signatures["serving_default"]
+    fn = tf.saved_model.load(path).signatures["serve_scenario"]
     tensors = {k: tf.constant(v) for k, v in inputs.items()}
     for _ in range(10):
         fn(**tensors)["allocations"].numpy()
@@ -182,13 +195,15 @@ def main():
             p50, p99 = measure_in_process(os.path.join(base, "1"), r.pop("inputs"), args.requests)
         busy = (busy1 - busy0) / max(total1 - total0, 1)
         rows.append([name, f"{r['window_bars']} / {r['n_ahead']}", f"{r['predict_p50']:.2f}", f"{r['predict_p99']:.2f}",
+                     f"{r['full_p50']:.2f} / {r['full_p99']:.2f}",
                      f"{r['plan_p50']:.2f}", f"{r['plan_p99']:.2f}", f"{r['orders_s_1']:.0f}",
                      f"{r['orders_s_4']:.0f}", f"{r['server_cpu_ms']:.1f}", f"{p50:.2f} / {p99:.2f}", f"{100 * busy:.0f}%", f"{export_s:.0f}"])
         print(f"[{name}] {r} in-process p50/p99 {p50:.2f}/{p99:.2f} ms; cores busy {100 * busy:.0f}%", flush=True)
     info = machine_info()
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']:.1f} GiB; loadavg {info['loadavg']}; "
           f"recurrent {args.recurrent}; {args.requests} requests per measure; other load: {other_load()}")
-    print(format_table(["config", "W+L+N / N", "Predict p50 ms", "Predict p99 ms", "plan p50 ms", "plan p99 ms",
+    print(format_table(["config", "W+L+N / N", "Predict p50 ms", "Predict p99 ms",
+                        "all scenarios (serving_default) p50 / p99 ms", "plan p50 ms", "plan p99 ms",
                         "orders/s (1 client)", "orders/s (4 clients)", "server CPU ms / Predict",
                         "in-process p50 / p99 ms",
                         "cores busy", "export s"], rows))

@@ -256,30 +256,73 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         self.b_out = self.add_weight(name="b_out", shape=(nd, p, 1, 1),
                                      initializer=keras.initializers.Constant(math.log(math.expm1(1.0 / self.n_steps))))
 
-    def call(self, inputs, min_rate, max_rate):
+    def call(self, inputs, min_rate, max_rate, paths=None):
+        """inputs [B, N, D], min_rate/max_rate [B, 1] -> allocations [B, N, P]; with `paths` (int [B], flat
+        path index 0..P-1 per row, `layout.scenario_index`) only that path's MLPs run -> [B, N]. The paths
+        variant gathers per-row weights (~B x 1/P of the allocator's weights): meant for small batches (live
+        orders); for large batches take the full output and index it."""
         n, p, h = self.n_steps, self.num_paths, self.hidden_dim
         r_min = ops.reshape(min_rate, (1, -1))  # [1, B], broadcast over paths
         r_max = ops.reshape(max_rate, (1, -1))
+        if paths is not None:
+            return self._call_paths(inputs, r_min, r_max, ops.cast(ops.reshape(paths, (-1,)), "int32"))
+        # Per-step weights, unstacked once (views, no copy): slicing a stacked weight inside the loop would
+        # make every step's gradient a zero tensor of the full stack (StridedSliceGrad), summed over steps.
+        w_in = ops.unstack(self.w_in, axis=0)
+        b_in, w_prev = ops.unstack(self.b_in, axis=0), ops.unstack(self.w_prev, axis=0)
+        w_hidden = [ops.unstack(w, axis=0) for w in self.w_hidden]
+        b_hidden = [ops.unstack(b, axis=0) for b in self.b_hidden]
+        w_out, b_out = ops.unstack(self.w_out, axis=0), ops.unstack(self.b_out, axis=0)
         remaining = ops.ones_like(r_min) + ops.zeros((p, 1), dtype=r_min.dtype)  # [P, B]
         allocs = []
         for k in range(n - 1):
             # first-layer term from step k's inputs, all paths in one 2-D matmul: [B, D] @ [D, P*H]
-            z = ops.matmul(inputs[:, k], self.w_in[k])                          # [B, P*H]
-            z = ops.transpose(ops.reshape(z, (-1, p, h)), (1, 0, 2)) + self.b_in[k]  # [P, B, H]
+            z = ops.matmul(inputs[:, k], w_in[k])                               # [B, P*H]
+            z = ops.transpose(ops.reshape(z, (-1, p, h)), (1, 0, 2)) + b_in[k]  # [P, B, H]
             if k > 0:
                 prev = ops.stack(allocs, axis=-1)                       # [P, B, k]
-                z = z + ops.matmul(prev, self.w_prev[k, :, :k, :])      # [P, B, H]
+                z = z + ops.matmul(prev, w_prev[k][:, :k, :])           # [P, B, H]
             x = self.act(z)
-            for w, b in zip(self.w_hidden, self.b_hidden):
+            for w, b in zip(w_hidden, b_hidden):
                 x = self.act(ops.matmul(x, w[k]) + b[k])
-            raw = ops.softplus(ops.matmul(x, self.w_out[k]) + self.b_out[k])[..., 0]  # [P, B]
-            temp = soft_clip(raw + r_min, r_max, self.clip_sharpness)
-            floor = remaining - float(n - 1 - k) * r_max
-            a = ops.minimum(ops.maximum(ops.maximum(temp, floor), 0.0), remaining)
+            raw = ops.softplus(ops.matmul(x, w_out[k]) + b_out[k])[..., 0]     # [P, B]
+            a = self._constrain(raw, remaining, r_min, r_max, k)
             allocs.append(a)
             remaining = remaining - a
         allocs.append(remaining)  # last step: the remainder (budget conservation)
         return ops.transpose(ops.stack(allocs, axis=0), (2, 0, 1))  # [B, N, P]
+
+    def _constrain(self, raw, remaining, r_min, r_max, k):
+        """Eq. 26-27 for step k: raw >= 0, remaining, rates broadcastable [., B] -> allocation a_k."""
+        temp = soft_clip(raw + r_min, r_max, self.clip_sharpness)
+        floor = remaining - float(self.n_steps - 1 - k) * r_max
+        return ops.minimum(ops.maximum(ops.maximum(temp, floor), 0.0), remaining)
+
+    def _call_paths(self, inputs, r_min, r_max, paths):
+        """One path per row (the serving path): the same MLPs as `call`, each row's weights gathered once
+        (1/P of the weights per row) -> [B, N]. Layout [B, 1, .], batched over rows."""
+        n, p, h = self.n_steps, self.num_paths, self.hidden_dim
+        nd, d = self.w_in.shape[0], self.w_in.shape[1]
+        take = lambda w: ops.take(w, paths, axis=1)                     # [nd, P, ...] -> [nd, B, ...]
+        w_in = ops.take(ops.reshape(self.w_in, (nd, d, p, h)), paths, axis=2)   # [nd, D, B, H]
+        b_in, w_prev, w_out, b_out = take(self.b_in), take(self.w_prev), take(self.w_out), take(self.b_out)
+        w_hidden, b_hidden = [take(w) for w in self.w_hidden], [take(b) for b in self.b_hidden]
+        remaining = ops.ones_like(r_min)                                  # [1, B]
+        allocs = []
+        for k in range(n - 1):
+            z = ops.einsum("bd,dbh->bh", inputs[:, k], w_in[k])[:, None, :] + b_in[k]   # [B, 1, H]
+            if k > 0:
+                prev = ops.expand_dims(ops.transpose(ops.concatenate(allocs, axis=0)), 1)  # [B, 1, k]
+                z = z + ops.matmul(prev, w_prev[k][:, :k, :])
+            x = self.act(z)
+            for w, b in zip(w_hidden, b_hidden):
+                x = self.act(ops.matmul(x, w[k]) + b[k])
+            raw = ops.reshape(ops.softplus(ops.matmul(x, w_out[k]) + b_out[k]), (1, -1))   # [1, B]
+            a = self._constrain(raw, remaining, r_min, r_max, k)
+            allocs.append(a)
+            remaining = remaining - a
+        allocs.append(remaining)
+        return ops.transpose(ops.concatenate(allocs, axis=0))  # [B, N]
 
     def compute_output_shape(self, inputs_shape, *args):
         return (inputs_shape[0], self.n_steps, self.num_paths)

@@ -53,3 +53,14 @@ def min_period_of_index(m: int, n_ahead: int) -> int:
     if not 0 <= m <= n_ahead:
         raise ValueError(f"min-period index must be in 0..{n_ahead}, got {m}")
     return min(m + 1, n_ahead)
+
+
+def scenario_index(m: int, path: int, target: int, n_ahead: int) -> int:
+    """Flat index of scenario (`m`, `path`, `target`) in the model's P = (N+1) * 8 fused paths: the position of
+    `allocations[:, :, m, path, target]` once the last three axes are flattened (`(m * 4 + path) * 2 + target`).
+    The `serve_scenario` signature and `LargeExecutionModel.allocate_scenario` take it."""
+    if not 0 <= m <= n_ahead:
+        raise ValueError(f"min-period index must be in 0..{n_ahead}, got {m}")
+    if not 0 <= path < NUM_PATHS or not 0 <= target < NUM_TARGETS:
+        raise ValueError(f"path must be in 0..{NUM_PATHS - 1} and target in 0..{NUM_TARGETS - 1}, got {path}, {target}")
+    return (int(m) * NUM_PATHS + int(path)) * NUM_TARGETS + int(target)

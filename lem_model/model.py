@@ -135,30 +135,53 @@ class LargeExecutionModel(keras.Model):
         self.allocator.build((b, n, h + f + 2))
 
     def call(self, inputs, training=None):
+        x, min_rate, max_rate = self._clean_inputs(inputs)
+        if self._xla_inference(training):
+            c = _small_batch_xla(lambda bars_in: self._context(bars_in, False), x)
+        else:
+            c = self._context(x, training)                                      # [B, N, H]
+        alloc = self.allocator(self._step_inputs(c, x, min_rate, max_rate), min_rate, max_rate)  # [B, N, P]
+        N = self.n_ahead
+        return ops.reshape(alloc, (-1, N, N + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
+
+    def allocate_scenario(self, inputs, scenario, training=False):
+        """One scenario per row: `scenario` int [B] (`layout.scenario_index`) -> allocations [B, N], equal to
+        `call(inputs)` flattened over its last three axes and indexed there, but running only that scenario's
+        fused MLPs (the serving path of one live order: ~1/P of the allocator's weights are read). In traced
+        inference, small batches run it XLA-compiled end to end (`_small_batch_xla`)."""
+        x, min_rate, max_rate = self._clean_inputs(inputs)
+        scenario = ops.cast(ops.reshape(scenario, (-1,)), "int32")
+
+        def run(x, min_rate, max_rate, scenario):
+            c = self._context(x, training)
+            return self.allocator(self._step_inputs(c, x, min_rate, max_rate), min_rate, max_rate, paths=scenario)
+
+        if self._xla_inference(training):
+            return _small_batch_xla(run, x, min_rate, max_rate, scenario)
+        return run(x, min_rate, max_rate, scenario)
+
+    def _clean_inputs(self, inputs):
+        """Checked inputs -> (bars 0..L+N-2 [B, L+N-1, F] finite and clipped, min_rate [B, 1], max_rate [B, 1])."""
         if not isinstance(inputs, dict) or not {"bars", "min_rate", "max_rate"} <= set(inputs):
             raise ValueError("LEM inputs must be a dict with 'bars' [B, L+N, F], 'min_rate' [B, 1] "
                              f"and 'max_rate' [B, 1]; got {type(inputs).__name__} "
                              f"{sorted(inputs) if isinstance(inputs, dict) else ''}")
         self._bars_shape(inputs["bars"].shape)
-        L, N = self.lookback, self.n_ahead
         bars = ops.cast(inputs["bars"], "float32")
         min_rate = ops.reshape(ops.cast(inputs["min_rate"], "float32"), (-1, 1))
         max_rate = ops.reshape(ops.cast(inputs["max_rate"], "float32"), (-1, 1))
         min_rate = ops.clip(ops.where(ops.isfinite(min_rate), min_rate, 0.0), 0.0, 1.0)
         max_rate = ops.clip(ops.where(ops.isfinite(max_rate), max_rate, 1.0), 0.0, 1.0)
-
         # positions 0..L+N-2 = bars 0..L+N-2; the last execution bar is never an input
-        x = bars[:, : L + N - 1]
+        x = bars[:, : self.lookback + self.n_ahead - 1]
         x = ops.clip(ops.where(ops.isfinite(x), x, 0.0), -self.input_clip, self.input_clip)
-        if self._xla_inference(training):
-            c = _small_batch_xla(lambda bars_in: self._context(bars_in, False), x)
-        else:
-            c = self._context(x, training)                                      # [B, N, H]
+        return x, min_rate, max_rate
+
+    def _step_inputs(self, c, x, min_rate, max_rate):
+        """Step k's allocator input: [context_k, bar L+k-1, min_rate, max_rate] -> [B, N, H+F+2]."""
         rates = ops.concatenate([min_rate, max_rate], axis=-1)                   # [B, 2]
-        step_inputs = ops.concatenate(
-            [c, x[:, L - 1:], ops.repeat(ops.expand_dims(rates, 1), N, axis=1)], axis=-1)  # [B, N, H+F+2]
-        alloc = self.allocator(step_inputs, min_rate, max_rate)                  # [B, N, P]
-        return ops.reshape(alloc, (-1, N, N + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
+        return ops.concatenate(
+            [c, x[:, self.lookback - 1:], ops.repeat(ops.expand_dims(rates, 1), self.n_ahead, axis=1)], axis=-1)
 
     def _context(self, x, training):
         """Context of each execution step from the input bars x [B, L+N-1, F] -> [B, N, H]."""
@@ -207,12 +230,13 @@ class LargeExecutionModel(keras.Model):
 XLA_MAX_BATCH = 8
 
 
-def _small_batch_xla(fn, x):
-    """fn(x) for x [B, ...], XLA-compiled when B <= XLA_MAX_BATCH, else plain (TensorFlow graphs only).
+def _small_batch_xla(fn, *xs):
+    """fn(*xs) for batch-major xs ([B, ...] each), XLA-compiled when B <= XLA_MAX_BATCH, else plain
+    (TensorFlow graphs only).
 
     Per-timestep while-loop overhead dominates a batch-1 recurrent pass on CPU; XLA fuses the loop body
-    and the small position-wise ops. (The allocator stays plain: its batch-1 cost is reading its weights,
-    and XLA's CPU batched matmuls are slower there.)
+    and the small position-wise ops. (`call` keeps its full allocator plain: its batch-1 cost is reading its
+    weights, and XLA's CPU batched matmuls are slower there; `allocate_scenario` compiles everything.)
     The batch is zero-padded to the next power of two (rows are independent, the pad rows are dropped), so
     at most log2(XLA_MAX_BATCH) + 1 shapes are compiled (~0.5 s each, on first use). Inference only: XLA
     cannot differentiate through the loop's accumulators.
@@ -220,19 +244,22 @@ def _small_batch_xla(fn, x):
     import tensorflow as tf
 
     xla_fn = tf.function(fn, jit_compile=True, autograph=False)
-    batch = tf.shape(x)[0]
+    batch = tf.shape(xs[0])[0]
+
+    def pad(x, size):
+        widths = tf.concat([[size - batch], tf.zeros([tf.rank(x) - 1], batch.dtype)], 0)
+        padded = tf.pad(x, tf.stack([tf.zeros_like(widths), widths], 1))
+        padded.set_shape(tf.TensorShape([None]).concatenate(x.shape[1:]))  # keep the static T, F
+        return padded
 
     def compiled():
         size = tf.constant(1, batch.dtype)
         for _ in range(int(XLA_MAX_BATCH).bit_length() - 1):
             size = tf.where(size < batch, size * 2, size)
-        pad = tf.concat([[size - batch], tf.zeros([tf.rank(x) - 1], batch.dtype)], 0)
-        padded = tf.pad(x, tf.stack([tf.zeros_like(pad), pad], 1))
-        padded.set_shape(tf.TensorShape([None]).concatenate(x.shape[1:]))  # keep the static T, F
-        y = xla_fn(padded)
+        y = xla_fn(*[pad(x, size) for x in xs])
         return y[:batch]
 
-    return tf.cond(batch <= XLA_MAX_BATCH, compiled, lambda: fn(x))
+    return tf.cond(batch <= XLA_MAX_BATCH, compiled, lambda: fn(*xs))
 
 
 def build_lem(num_features: int | None = None, batch_size: int | None = None, **hyperparams) -> LargeExecutionModel:

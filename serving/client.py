@@ -4,6 +4,9 @@ Talks to `tensorflow_model_server` or to the development server (`lems serve`) a
 `serving_default` with inputs `volume`, `quote_volume` float32 [B, W+L+N], `timestamp` int64 [B, W+L+N],
 `frequency_minutes` int64 [B], `min_rate`, `max_rate` float32 [B]; output `allocations` [B, N, N+1, 4, 2]
 (docs/example-contract.md). W+L+N and N are read from the model's metadata (signature shapes).
+When the served model also has `serve_scenario` (same inputs plus `scenario` int64 [B],
+`lem_model.layout.scenario_index`; output `allocations` [B, N]), `plan` uses it: it computes only the
+order's scenario, the same fractions for a fraction of the cost.
 
     client = LemClient("localhost:8500", model_name="lem")
     order = Order(side="buy", target="volume", size=50_000, benchmark="vwap", min_duration=6,
@@ -26,19 +29,24 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from serving.scheduling import Order, Schedule, build_request_window, make_schedule
+from lem_model import layout
+from serving.scheduling import (Order, Schedule, build_request_window, make_schedule, scenario_indices,
+                                schedule_from_fractions)
 from serving.tensors import from_tensor_proto, to_tensor_proto
 
 SIGNATURE = "serving_default"
+SCENARIO_SIGNATURE = "serve_scenario"
 OUTPUT = "allocations"
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the client needs to know about the served model: version, W+L+N and N (bars)."""
+    """What the client needs to know about the served model: version, W+L+N and N (bars), and whether it
+    has the one-scenario signature `serve_scenario`."""
     version: int
     window_bars: int
     n_ahead: int
+    scenario_signature: bool = False
 
 
 def model_info_from_metadata(response, signature: str = SIGNATURE) -> ModelInfo:
@@ -57,7 +65,8 @@ def model_info_from_metadata(response, signature: str = SIGNATURE) -> ModelInfo:
     if window <= 0 or n_ahead <= 0:
         raise ValueError(f"signature {signature!r} does not fix W+L+N ({window}) or N ({n_ahead}); pass "
                          "window_bars= and n_ahead= to LemClient")
-    return ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead))
+    return ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead),
+                     SCENARIO_SIGNATURE in sig_map.signature_def)
 
 
 class LemClient:
@@ -65,12 +74,14 @@ class LemClient:
 
     target: "host:port" of the gRPC endpoint; model_name: the served name (`ServingConfig.model_name`);
     timeout: seconds per call; window_bars / n_ahead: override what the metadata says (models exported with
-    unfixed shapes).
+    unfixed shapes); use_scenario_signature: let `plan` call `serve_scenario` when the model has it.
     """
 
     def __init__(self, target: str = "localhost:8500", model_name: str = "lem", *, signature: str = SIGNATURE,
-                 timeout: float = 10.0, window_bars: Optional[int] = None, n_ahead: Optional[int] = None):
+                 timeout: float = 10.0, window_bars: Optional[int] = None, n_ahead: Optional[int] = None,
+                 use_scenario_signature: bool = True):
         self.target, self.model_name, self.signature, self.timeout = target, model_name, signature, float(timeout)
+        self.use_scenario_signature = bool(use_scenario_signature)
         self._channel = grpc.insecure_channel(target)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._override = (window_bars, n_ahead)
@@ -94,7 +105,10 @@ class LemClient:
             response = self._stub.GetModelMetadata(request, timeout=self.timeout)
             window, n_ahead = self._override
             if window is not None and n_ahead is not None:
-                self._info = ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead))
+                sig_map = get_model_metadata_pb2.SignatureDefMap()
+                response.metadata["signature_def"].Unpack(sig_map)
+                self._info = ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead),
+                                       SCENARIO_SIGNATURE in sig_map.signature_def)
             else:
                 self._info = model_info_from_metadata(response, self.signature)
         return self._info
@@ -115,14 +129,16 @@ class LemClient:
 
     def predict_allocations(self, volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate):
         """Allocations [B, N, N+1, 4, 2] for a batch of raw windows ([B, W+L+N] bars, [B] scalars)."""
-        inputs = {
-            "volume": np.asarray(volume, np.float32), "quote_volume": np.asarray(quote_volume, np.float32),
-            "timestamp": np.asarray(timestamp, np.int64),
-            "frequency_minutes": np.asarray(frequency_minutes, np.int64).reshape(-1),
-            "min_rate": np.asarray(min_rate, np.float32).reshape(-1),
-            "max_rate": np.asarray(max_rate, np.float32).reshape(-1),
-        }
-        outputs, version = self.predict_raw(inputs)
+        outputs, version = self.predict_raw(
+            _bar_inputs(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate))
+        return outputs[OUTPUT], version
+
+    def predict_scenario(self, volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate, scenario):
+        """Fractions [B, N] of one scenario per window (`scenario` [B], `lem_model.layout.scenario_index`),
+        through `serve_scenario`."""
+        inputs = _bar_inputs(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate)
+        inputs["scenario"] = np.asarray(scenario, np.int64).reshape(-1)
+        outputs, version = self.predict_raw(inputs, signature=SCENARIO_SIGNATURE)
         return outputs[OUTPUT], version
 
     # --- order API -----------------------------------------------------------------------------------------
@@ -137,13 +153,28 @@ class LemClient:
             info = self.metadata(refresh=attempt > 0)
             checked = order.validate(info.n_ahead)
             window = build_request_window(bars, checked, window_bars=info.window_bars, n_ahead=info.n_ahead)
-            alloc, version = self.predict_allocations(
-                window.volume[None], window.quote_volume[None], window.timestamp[None],
-                [checked.frequency_minutes], [checked.min_rate], [checked.max_rate])
+            bars = (window.volume[None], window.quote_volume[None], window.timestamp[None],
+                    [checked.frequency_minutes], [checked.min_rate], [checked.max_rate])
+            one_scenario = self.use_scenario_signature and info.scenario_signature and self.signature == SIGNATURE
+            if one_scenario:
+                scenario = layout.scenario_index(*scenario_indices(checked, info.n_ahead), info.n_ahead)
+                alloc, version = self.predict_scenario(*bars, [scenario])
+            else:
+                alloc, version = self.predict_allocations(*bars)
             if version != info.version:   # a new version was swapped in between metadata and predict
                 fresh = self.metadata(refresh=True)
                 if (fresh.window_bars, fresh.n_ahead) != (info.window_bars, info.n_ahead):
                     continue
-            return make_schedule(alloc[0], checked, window, executed=executed, n_ahead=info.n_ahead,
-                                 model_version=version)
+            build = schedule_from_fractions if one_scenario else make_schedule
+            return build(alloc[0], checked, window, executed=executed, n_ahead=info.n_ahead,
+                         model_version=version)
         raise RuntimeError("the served model changed its window size twice during one plan() call")
+
+
+def _bar_inputs(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate) -> dict:
+    """The raw-bar request inputs of `serving_default` / `serve_scenario` as typed arrays."""
+    return {"volume": np.asarray(volume, np.float32), "quote_volume": np.asarray(quote_volume, np.float32),
+            "timestamp": np.asarray(timestamp, np.int64),
+            "frequency_minutes": np.asarray(frequency_minutes, np.int64).reshape(-1),
+            "min_rate": np.asarray(min_rate, np.float32).reshape(-1),
+            "max_rate": np.asarray(max_rate, np.float32).reshape(-1)}

@@ -312,8 +312,20 @@ def make_schedule(allocations: np.ndarray, order: Order, window: RequestWindow, 
                   n_ahead: int, model_version: Optional[int] = None) -> Schedule:
     """Schedule of `order` from one request's allocations `[N, N+1, 4, 2]` (batch row already taken)."""
     order = order.validate(n_ahead)
+    fractions = scenario_fractions(allocations, scenario_indices(order, n_ahead))
+    return schedule_from_fractions(fractions, order, window, executed=executed, n_ahead=n_ahead,
+                                   model_version=model_version)
+
+
+def schedule_from_fractions(fractions: np.ndarray, order: Order, window: RequestWindow, *,
+                            executed: float = 0.0, n_ahead: int, model_version: Optional[int] = None) -> Schedule:
+    """Schedule of `order` from the model's fractions `[N]` of the order's own scenario (`scenario_indices`;
+    e.g. the `serve_scenario` signature's output row)."""
+    order = order.validate(n_ahead)
     scenario = scenario_indices(order, n_ahead)
-    fractions = scenario_fractions(allocations, scenario)
+    fractions = np.asarray(fractions, np.float64).reshape(-1)
+    if fractions.shape != (n_ahead,):
+        raise ValueError(f"fractions must have shape [N] = [{n_ahead}], got {fractions.shape}")
     quantities, warnings = remaining_schedule(fractions, order, elapsed=window.elapsed, executed=executed)
     steps = np.arange(window.elapsed, order.max_duration)
     times = window.timestamp[window.origin + steps]

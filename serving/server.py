@@ -226,6 +226,17 @@ def _signature_and_model(registry: ModelRegistry, model_spec, default_signature:
     return model, signature
 
 
+def _error_summary(exc: Exception) -> str:
+    """One line a client can act on from a TensorFlow error: the failed assertion when there is one (graph
+    errors start with "Graph execution error:" and a stack), else the first line of the message."""
+    message = (getattr(exc, "message", None) or str(exc)).strip()
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("assertion failed:"):
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
 def validate_inputs(request_inputs, specs: dict, signature: str, max_batch: int) -> dict:
     """Decode and check the request's named tensors against a signature's inputs -> {name: ndarray}."""
     expected = ", ".join(s.describe() for s in specs.values())
@@ -305,9 +316,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             outputs = model.signatures[signature](**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            message = getattr(exc, "message", None) or str(exc)
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"the model rejected the inputs: "
-                               f"{message.strip().splitlines()[0] if message.strip() else type(exc).__name__}") from None
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"the model rejected the inputs: {_error_summary(exc)}") from None
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.registry.model_name
         response.model_spec.version.value = model.version

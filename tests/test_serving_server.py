@@ -65,6 +65,32 @@ def _window(bars, origin):
 def test_metadata_gives_the_window_sizes(client):
     info = client.metadata(refresh=True)
     assert (info.window_bars, info.n_ahead, info.version) == (T, N, 1)
+    assert info.scenario_signature
+
+
+def test_scenario_signature_matches_the_full_signature(client, bars):
+    """`serve_scenario` returns, per order, the `serving_default` fractions at its scenario (small batches
+    run XLA-compiled, larger ones plain)."""
+    rng = np.random.default_rng(2)
+    for batch in (1, 5, 12):
+        inputs = _valid_inputs(bars, origin=420, batch=batch)
+        inputs["max_rate"] = rng.uniform(0.3, 1.0, batch).astype(np.float32)
+        scenario = rng.integers(0, (N + 1) * 8, batch)
+        full = _predict(client, inputs).reshape(batch, N, -1)[np.arange(batch), :, scenario]
+        got = _predict(client, dict(inputs, scenario=scenario.astype(np.int64)), "serve_scenario")
+        assert got.shape == (batch, N)
+        np.testing.assert_allclose(got, full, rtol=0, atol=1e-5)
+
+
+def test_plan_through_either_signature_is_the_same(server, client, bars):
+    order = Order(side="sell", target="notional", size=1e5, benchmark="vwap", min_duration=2, max_duration=N - 1,
+                  max_rate=0.7, frequency_minutes=U.FREQ)
+    with LemClient(server.address, "lem", timeout=30, use_scenario_signature=False) as full_client:
+        full = full_client.plan(order, _history(bars, 440))
+    fast = client.plan(order, _history(bars, 440))
+    np.testing.assert_allclose(fast.fractions, full.fractions, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fast.quantities, full.quantities, rtol=1e-4, atol=1e-2)
+    assert fast.scenario == full.scenario and fast.completion_step == full.completion_step
 
 
 @pytest.mark.parametrize("side,benchmark,target,t_min,t_max", [
@@ -79,7 +105,7 @@ def test_schedule_is_the_chosen_scenario_sized_to_the_order(client, bars, side, 
                                                 window.timestamp[None], [U.FREQ], [0.0], [1.0])
     m, p, t = scenario_indices(order, N)
     assert (m == N) == (t_min == t_max == N)
-    np.testing.assert_allclose(plan.fractions, alloc[0, :, m, p, t], rtol=1e-6)
+    np.testing.assert_allclose(plan.fractions, alloc[0, :, m, p, t], rtol=0, atol=1e-5)
     assert plan.units == ("shares" if target == "volume" else "notional") and plan.model_version == version == 1
     assert len(plan.quantities) == t_max and np.all(plan.quantities >= 0)
     np.testing.assert_allclose(plan.quantities.sum(), 2500.0, rtol=1e-9)
@@ -163,6 +189,11 @@ def _bad_requests(bars):
         "unknown_version": (good, dict(version=99), grpc.StatusCode.NOT_FOUND),
         "garbage_examples": ({"examples": np.array([b"not a tf.Example"], object)},
                              dict(signature="serve_tf_examples"), grpc.StatusCode.INVALID_ARGUMENT),
+        "scenario_out_of_range": (dict(good, scenario=np.array([(N + 1) * 8], np.int64)),
+                                  dict(signature="serve_scenario"), grpc.StatusCode.INVALID_ARGUMENT),
+        "scenario_negative": (dict(good, scenario=np.array([-1], np.int64)),
+                              dict(signature="serve_scenario"), grpc.StatusCode.INVALID_ARGUMENT),
+        "scenario_missing": (good, dict(signature="serve_scenario"), grpc.StatusCode.INVALID_ARGUMENT),
     }
 
 
@@ -177,6 +208,8 @@ def test_malformed_requests_get_a_clear_status_and_the_server_keeps_serving(serv
     assert len(err.value.details()) > 10
     if case in ("wrong_dtype", "nan", "missing_input", "unexpected_input"):
         assert "volume" in err.value.details() or "max_rate" in err.value.details() or "asset" in err.value.details()
+    if case.startswith("scenario"):
+        assert "scenario" in err.value.details()
     out = _predict(client, _valid_inputs(bars))                # still serving
     assert out.shape == (1, N, N + 1, 4, 2)
 
@@ -255,7 +288,8 @@ def test_new_versions_are_picked_up_and_broken_ones_do_not_stop_serving(server, 
     keras.utils.set_random_seed(7)
     other = build_lem(num_features=NUM_BAR_FEATURES, lookback=L, n_ahead=N, **U.HYPER)
     staged = U.export_version(other, str(tmp_path), 2)
-    write_warmup_file(staged, window_bars=T, n_ahead=N, frequencies=(15, 1440))
+    write_warmup_file(staged, window_bars=T, n_ahead=N, frequencies=(15, 1440),
+                      signatures=("serving_default", "serve_scenario"))
     for broken in ("3", "4"):
         shutil.rmtree(os.path.join(model_base, broken))
     os.rename(staged, os.path.join(model_base, "2"))
@@ -263,7 +297,7 @@ def test_new_versions_are_picked_up_and_broken_ones_do_not_stop_serving(server, 
     while client.metadata(refresh=True).version != 2 and time.monotonic() < deadline:
         time.sleep(POLL)
     assert client.metadata().version == 2
-    assert server.registry.current.warmup_requests == 2
+    assert server.registry.current.warmup_requests == 4
     out, version = client.predict_raw(inputs)
     assert version == 2 and np.abs(out["allocations"] - v1).max() > 1e-4
     with pytest.raises(grpc.RpcError) as err:                  # only the highest version is served
@@ -304,3 +338,22 @@ def test_cli_serve_subprocess_and_predict(model_base, bars, tmp_path, capsys):
             proc.kill()
             proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_serving_level_causality_of_the_scenario_signature(client, bars):
+    """As above for `serve_scenario` (the signature `LemClient.plan` uses): changing bars >= o+k leaves the
+    returned fractions of steps <= k unchanged, for every k and several scenarios."""
+    rng = np.random.default_rng(4)
+    scenario = np.array([0, 13, (N + 1) * 8 - 1], np.int64)
+    base = _valid_inputs(bars, origin=470, batch=3)
+    base["scenario"] = scenario
+    ref = _predict(client, base, "serve_scenario")
+    changed_later = 0.0
+    for k in range(N):
+        req = {key: v.copy() for key, v in base.items()}
+        req["volume"][:, O + k:] = rng.uniform(0, 50, (3, T - O - k)) * req["volume"][:, O + k:].max()
+        req["quote_volume"][:, O + k:] = req["volume"][:, O + k:] * rng.uniform(10, 1e5, (3, T - O - k))
+        got = _predict(client, req, "serve_scenario")
+        np.testing.assert_allclose(got[:, : k + 1], ref[:, : k + 1], rtol=0, atol=1e-6, err_msg=f"step <= {k}")
+        changed_later = max(changed_later, np.abs(got[:, k + 1:] - ref[:, k + 1:]).max() if k + 1 < N else 0.0)
+    assert changed_later > 1e-4

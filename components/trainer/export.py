@@ -1,11 +1,15 @@
 """Export a trained LEM as a SavedModel with the transform graph embedded (docs/example-contract.md).
 
 The Keras 3 model and `tft_layer = tf_transform_output.transform_features_layer()` are held by a `tf.Module`
-with two `tf.function` signatures, saved with `tf.saved_model.save`:
+with three `tf.function` signatures, saved with `tf.saved_model.save`:
 
 - `serving_default`: `volume`, `quote_volume` float32 [B, W+L+N], `timestamp` int64 [B, W+L+N],
   `frequency_minutes` int64 [B], `min_rate`, `max_rate` float32 [B] (fractions of the order per bar)
   -> `allocations` float32 [B, N, N+1, 4, 2];
+- `serve_scenario`: the `serving_default` inputs plus `scenario` int64 [B] (one scenario per order,
+  `lem_model.layout.scenario_index`) -> `allocations` float32 [B, N]: the same fractions as
+  `serving_default` at that scenario, computed by running only that scenario's fused MLPs (the live-order
+  path of `serving.LemClient`; for small batches, large ones are cheaper through `serving_default`);
 - `serve_tf_examples`: `examples` string [B] (serialized tf.Example with the raw fields; optional float
   features `min_rate`/`max_rate`, default 1/N^2 and 1) -> `allocations`.
 
@@ -21,6 +25,8 @@ import os
 from typing import Mapping
 
 import tensorflow as tf
+
+from lem_model import layout
 
 BARS_KEY = "bars"
 REQUEST_BAR_FIELDS = ("volume", "quote_volume", "timestamp", "frequency_minutes")
@@ -55,7 +61,7 @@ def _fill_raw(raw: dict, raw_spec: Mapping, batch, origin_index: int) -> dict:
 
 def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_window: int, lookback: int,
                          n_ahead: int, metadata: Mapping | None = None) -> str:
-    """Save `model` (Keras 3 LEM) with the transform graph and the two signatures to `export_dir`."""
+    """Save `model` (Keras 3 LEM) with the transform graph and the three signatures to `export_dir`."""
     total = norm_window + lookback + n_ahead
     origin = norm_window + lookback
     raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
@@ -71,12 +77,15 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
     module.model = model
     module.tft_layer = tf_transform_output.transform_features_layer()
 
-    def allocations(raw, min_rate, max_rate):
+    def model_inputs(raw, min_rate, max_rate):
         batch = tf.shape(raw["volume"])[0]
         transformed = module.tft_layer(_fill_raw(raw, raw_spec, batch, origin))
-        out = module.model({BARS_KEY: transformed[BARS_KEY],
-                            "min_rate": tf.reshape(tf.cast(min_rate, tf.float32), [-1, 1]),
-                            "max_rate": tf.reshape(tf.cast(max_rate, tf.float32), [-1, 1])}, training=False)
+        return {BARS_KEY: transformed[BARS_KEY],
+                "min_rate": tf.reshape(tf.cast(min_rate, tf.float32), [-1, 1]),
+                "max_rate": tf.reshape(tf.cast(max_rate, tf.float32), [-1, 1])}
+
+    def allocations(raw, min_rate, max_rate):
+        out = module.model(model_inputs(raw, min_rate, max_rate), training=False)
         return {"allocations": tf.cast(out, tf.float32)}
 
     @tf.function(input_signature=[
@@ -92,6 +101,31 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
                "frequency_minutes": frequency_minutes}
         return allocations(raw, min_rate, max_rate)
 
+    num_scenarios = layout.num_min_periods(n_ahead) * layout.PATHS_PER_MIN_PERIOD
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, total], tf.float32, name="volume"),
+        tf.TensorSpec([None, total], tf.float32, name="quote_volume"),
+        tf.TensorSpec([None, total], tf.int64, name="timestamp"),
+        tf.TensorSpec([None], tf.int64, name="frequency_minutes"),
+        tf.TensorSpec([None], tf.float32, name="min_rate"),
+        tf.TensorSpec([None], tf.float32, name="max_rate"),
+        tf.TensorSpec([None], tf.int64, name="scenario"),
+    ])
+    def serve_scenario(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate, scenario):
+        checks = [tf.debugging.assert_equal(tf.shape(scenario)[0], tf.shape(volume)[0],
+                                            message="scenario must have one entry per order (shape [B])"),
+                  tf.debugging.assert_greater_equal(scenario, tf.constant(0, tf.int64),
+                                                    message=f"scenario must be in 0..{num_scenarios - 1}"),
+                  tf.debugging.assert_less(scenario, tf.constant(num_scenarios, tf.int64),
+                                           message=f"scenario must be in 0..{num_scenarios - 1}")]
+        with tf.control_dependencies(checks):
+            scenario = tf.identity(scenario)
+        raw = {"volume": volume, "quote_volume": quote_volume, "timestamp": timestamp,
+               "frequency_minutes": frequency_minutes}
+        out = module.model.allocate_scenario(model_inputs(raw, min_rate, max_rate), scenario, training=False)
+        return {"allocations": tf.cast(out, tf.float32)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(examples):
         parsed = tf.io.parse_example(examples, parse_spec)
@@ -104,7 +138,9 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
 
     module.serve_bars = serve_bars
     module.serve_tf_examples = serve_tf_examples
+    module.serve_scenario = serve_scenario
     signatures = {"serving_default": serve_bars.get_concrete_function(),
+                  "serve_scenario": serve_scenario.get_concrete_function(),
                   "serve_tf_examples": serve_tf_examples.get_concrete_function()}
     tf.saved_model.save(module, export_dir, signatures=signatures)
     meta = {"norm_window": int(norm_window), "lookback": int(lookback), "n_ahead": int(n_ahead),
