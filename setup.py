@@ -21,6 +21,7 @@ setup(
         "numpy>=1.22,<2",              # TF 2.16 and TFT 1.16 are built against numpy 1.x
         "pandas>=1.5,<3",
         "pyarrow>=10",
+        "google-crc32c>=1.1",          # TFRecord framing of the ingestion writer
         "matplotlib>=3.5",
         # TKAN recurrent layers (CC BY-NC-SA 4.0: barred for commercial use; LSTM/GRU are licence-clean
         # alternatives, see lem_model.model). tkan 0.4.3 needs keras_efficient_kan>=0.1.9, which needs numpy 2.

@@ -156,3 +156,25 @@ def test_config_round_trips_through_json_and_custom_config():
         IngestionConfig(eval_start="2020-01-01", test_start="2019-01-01")
     with pytest.raises(ValueError, match="unknown ingestion config keys"):
         IngestionConfig.from_json('{"stride": 2, "strides": 3}')
+
+
+def test_multi_asset_tidy_file_is_read_per_asset_with_the_same_examples(tmp_path):
+    bars = synthetic.generate_bars(["XRPUSDT", "ADAUSDT"], start="2024-01-12", periods=96 * 18, freq_minutes=15,
+                                   seed=4).sort_values(["timestamp", "asset"])  # assets interleaved row by row
+    synthetic.write_tidy(bars, str(tmp_path / "d" / "two.parquet"))
+    cfg = IngestionConfig(**{**CFG.__dict__, "chunk_rows": 500})
+    report = ingest.run_ingestion(str(tmp_path / "d"), str(tmp_path / "o"), cfg)
+    got = {(e["asset"], int(e["frequency_minutes"]), int(e["origin_time"])): e
+           for name in SPLIT_NAMES for e in parse(str(tmp_path / "o" / f"Split-{name}" / "*.gz"))}
+    want, counts = {}, {"files_read": 1}
+    for asset in ("ADAUSDT", "XRPUSDT"):  # the dict path on the asset's bars read from the whole file
+        chunks = [c for c in readers.read_file(str(tmp_path / "d" / "two.parquet"), chunk_rows=500)
+                  if c.asset == asset]
+        counts["rows_read"] = counts.get("rows_read", 0) + sum(c.n_read for c in chunks)
+        for _, ex in ingest.asset_examples(asset, chunks, cfg, counts):
+            want[(ex["asset"], ex["frequency_minutes"], ex["origin_time"])] = ex
+    assert set(got) == set(want) and {k[0] for k in got} == {b"ADAUSDT", b"XRPUSDT"}
+    assert report["counts"] == dict(sorted(counts.items()))
+    for k, ex in want.items():
+        np.testing.assert_array_equal(got[k]["volume"], ex["volume"])
+        np.testing.assert_array_equal(got[k]["timestamp"], ex["timestamp"])

@@ -160,3 +160,58 @@ def test_binance_bad_name_and_bad_row(tmp_path):
         zf.writestr("BTCUSDT-1m-2018-01.csv", "\n".join(rows) + "\n")
     with pytest.raises(MarketDataError, match=r"BTCUSDT-1m-2018-01\.zip: row 3: negative volume"):
         readers.read_bars(zpath)
+
+
+# ------------------------------------------------------------------------------------------- per-asset reads
+def test_list_assets_is_cheap_and_per_file(tmp_path):
+    assert readers.list_assets(os.path.join(FIX, "binance", "BTCUSDT-1m-2018-02.zip")) == ["BTCUSDT"]
+    assert readers.list_assets(os.path.join(FIX, "yahoo", "AAPL.csv")) == ["AAPL"]
+    assert sorted(readers.list_assets(os.path.join(FIX, "tidy", "bars.csv"), chunk_rows=3)) == ["DOGEUSDT", "SOLUSDT"]
+    assert readers.list_assets(os.path.join(FIX, "tidy", "ADAUSDT-1h.parquet")) == ["ADAUSDT"]
+    p = write(tmp_path, "t.csv", "timestamp,asset,vol,quote_volume\n2020-01-02T00:00:00Z,A,1,1\n")
+    with pytest.raises(MarketDataError, match=r"t\.csv: row 1: missing column\(s\) \['volume'\]"):
+        readers.list_assets(p)
+    with pytest.raises(MarketDataError, match="klines.csv: row 1: looks like Binance klines"):
+        readers.list_assets(write(tmp_path, "klines.csv", "1,2,3,4,5,6,7,8,9,10,11,12\n"))
+
+
+def interleaved(n=40):
+    ts = pd.date_range("2024-01-01", periods=n, freq="15min", tz="UTC")
+    a = pd.DataFrame({"timestamp": ts, "asset": "AAA", "volume": np.arange(n) + 1.0, "quote_volume": 2.0})
+    b = pd.DataFrame({"timestamp": ts, "asset": "BBB", "volume": np.arange(n) + 100.0, "quote_volume": 3.0})
+    return pd.concat([a, b]).sort_values(["timestamp", "asset"]).reset_index(drop=True).assign(frequency="15m")
+
+
+@pytest.mark.parametrize("fmt,dictionary", [("parquet", True), ("parquet", False), ("csv", False)])
+def test_asset_filtered_read_equals_the_assets_rows_of_a_full_read(tmp_path, fmt, dictionary):
+    df = interleaved()
+    path = str(tmp_path / f"t.{fmt}")
+    if fmt == "csv":
+        df.assign(timestamp=df.timestamp.dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(path, index=False)
+    else:
+        df.assign(asset=df.asset.astype("category") if dictionary else df.asset).to_parquet(path, index=False)
+    assert sorted(readers.list_assets(path, chunk_rows=7)) == ["AAA", "BBB"]
+    full = [c for c in readers.read_file(path, chunk_rows=7)]
+    for asset in ("AAA", "BBB"):
+        got = list(readers.read_file(path, chunk_rows=7, asset=asset))
+        assert {c.asset for c in got} == {asset} and all(c.source_minutes == 15 for c in got)
+        want_rows = np.concatenate([c.row for c in full if c.asset == asset])
+        assert np.concatenate([c.row for c in got]).tolist() == want_rows.tolist()  # the file's row numbers
+        np.testing.assert_array_equal(np.concatenate([c.volume for c in got]),
+                                      np.concatenate([c.volume for c in full if c.asset == asset]))
+        assert sum(c.n_read for c in got) == 40
+    assert list(readers.read_file(path, asset="ZZZ")) == []
+
+
+def test_asset_filtered_read_reports_the_files_row_and_drops(tmp_path):
+    df = interleaved(10)
+    df.loc[7, "volume"] = -1.0  # row 8 of the file (1-based data rows), asset BBB
+    path = str(tmp_path / "t.parquet")
+    df.to_parquet(path, index=False)
+    assert len(list(readers.read_file(path, asset="AAA"))) == 1  # the other asset's bad row is not its problem
+    with pytest.raises(MarketDataError, match=r"t\.parquet: row 8: negative volume .*asset BBB"):
+        list(readers.read_file(path, asset="BBB", chunk_rows=3))
+    drops = {}
+    got = list(readers.read_file(path, asset="BBB", bad_rows="drop", drops=drops))
+    assert drops == {readers.DROP_NEGATIVE_VOLUME: 1} and sum(len(c) for c in got) == 9
+    assert sum(c.n_read for c in got) == 10

@@ -94,3 +94,25 @@ def test_default_dataset_has_all_three_formats(tmp_path):
     assert {readers.detect_format(p) for p in out["yahoo"]} == {"yahoo"}
     assert {readers.detect_format(p) for p in out["tidy"]} == {"tidy"}
     assert any(p.endswith(".zip") for p in out["binance"]) and any(p.endswith(".csv") for p in out["binance"])
+
+
+def test_window_starts_is_the_rule_of_cut_windows_and_the_batch():
+    n = 60
+    rng = np.random.default_rng(2)
+    v = rng.uniform(0, 2, n).astype(np.float32)
+    v[10:20] = 0.0
+    q = v * 3
+    q[30:40] = 0.0
+    ts = 900 * np.arange(n) + 1_700_000_100
+    for stride in (1, 2, 5):
+        d1, d2, d3 = {}, {}, {}
+        starts = windows.window_starts(v, q, norm_window=W, lookback=L, n_ahead=N, stride=stride, drops=d1)
+        exs = list(windows.cut_windows(v, q, ts, asset="X", frequency_minutes=15, norm_window=W, lookback=L,
+                                       n_ahead=N, stride=stride, drops=d2))
+        batch = windows.cut_windows_batch(v, q, ts, asset="X", frequency_minutes=15, norm_window=W, lookback=L,
+                                          n_ahead=N, stride=stride, drops=d3)
+        assert d1 == d2 == d3 and d1[windows.DROP_NO_NORM_VOLUME] > 0
+        assert [ex["origin_time"] for ex in exs] == ts[starts + W + L].tolist() == batch["origin_time"].tolist()
+        np.testing.assert_array_equal(np.stack([ex["volume"] for ex in exs]), batch["volume"])
+        np.testing.assert_array_equal(np.stack([ex["timestamp"] for ex in exs]), batch["timestamp"])
+        assert batch["asset"].tolist() == [b"X"] * len(exs) and batch["frequency_minutes"].tolist() == [15] * len(exs)

@@ -23,6 +23,12 @@ Bad input (item 7 of the spec) and what happens:
     infinite values, negative volume or quote volume, zero or negative prices, duplicate timestamps within a
     file (the first row is kept).
 Row numbers are 1-based lines of the CSV file (header included) or 1-based data rows of a Parquet file.
+
+Per-asset reading (what the ExampleGen does, so that memory follows one asset's series): `list_assets` names
+a file's assets cheaply (Binance/Yahoo: the file name; tidy: only the `asset` column), and
+`read_file(..., asset=A)` yields only A's rows (a tidy file is scanned, other assets' rows are skipped
+unconverted; row numbers, checks and drop counters are those of a full read, per asset). `BarChunk.n_read`
+counts the rows read before drops.
 """
 from __future__ import annotations
 
@@ -50,6 +56,8 @@ TIDY_REQUIRED = ("timestamp", "asset", "volume")
 _BINANCE_NAME = re.compile(r"^(?P<asset>[A-Z0-9]+)-(?P<interval>\d+[smhdwM])-(?P<period>\d{4}-\d{2}(-\d{2})?)$")
 _INTERVAL_MINUTES = {"s": 1 / 60, "m": 1, "h": 60, "d": 1440, "w": 10080}
 DEFAULT_CHUNK_ROWS = 200_000
+_FILTER_SCAN_ROWS = 50_000  # rows per scan batch of a Parquet file filtered for one asset
+_PARQUET_BUFFER = 1 << 20  # bytes: Parquet column chunks are streamed, not read whole (memory ~ chunk_rows)
 
 
 class MarketDataError(ValueError):
@@ -69,6 +77,7 @@ class BarChunk:
     quote_volume: np.ndarray
     row: np.ndarray
     file: str
+    n_read: int = -1  # rows of the file read into this chunk, before drops (-1: unknown)
 
     def __len__(self) -> int:
         return len(self.timestamp_us)
@@ -125,13 +134,56 @@ def list_input_files(input_base: str, patterns: Sequence[str] = ("*",)) -> list[
 
 
 def read_file(path: str, *, bad_rows: str = "error", drops: MutableMapping[str, int] | None = None,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[BarChunk]:
-    """Stream the validated bars of one file as `BarChunk`s (see the module docstring)."""
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, asset: str | None = None) -> Iterator[BarChunk]:
+    """Stream the validated bars of one file as `BarChunk`s (see the module docstring); with `asset`, only
+    that asset's rows (tidy files: the other rows are skipped unparsed; row numbers stay those of the file)."""
     fmt = detect_format(path)
-    reader = {"binance": read_binance_klines, "yahoo": read_yahoo_daily, "tidy": read_tidy}.get(fmt)
+    if fmt == "tidy":
+        return read_tidy(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, asset=asset)
+    reader = {"binance": read_binance_klines, "yahoo": read_yahoo_daily}.get(fmt)
     if reader is None:
         raise MarketDataError(f"{path}: not a market-data file (.csv, .zip or .parquet)")
+    if asset is not None and asset not in list_assets(path):
+        return iter(())
     return reader(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows)
+
+
+def list_assets(path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[str]:
+    """The assets of one file, cheaply: Binance and Yahoo files hold one asset (from the file name); tidy
+    files: the distinct values of the `asset` column only (read in chunks). Raises like the readers for an
+    unknown format, a bad Binance file name or missing required tidy columns."""
+    fmt = detect_format(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if fmt == "binance":
+        m = _BINANCE_NAME.match(stem)
+        if not m:
+            raise MarketDataError(f"{path}: Binance kline files must be named <SYMBOL>-<interval>-<YYYY-MM[-DD]>"
+                                  f".csv/.zip (e.g. BTCUSDT-1m-2018-02.zip) to tell the asset")
+        return [m.group("asset")]
+    if fmt == "yahoo":
+        return [stem]
+    if fmt != "tidy":
+        raise MarketDataError(f"{path}: not a market-data file (.csv, .zip or .parquet)")
+    found: dict[str, None] = {}
+    if path.endswith(".parquet"):
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+        pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER, pre_buffer=False)  # stream pages
+        _require(path, pf.schema_arrow.names, TIDY_REQUIRED, "tidy")
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=["asset"]):
+            found.update(dict.fromkeys(_asset_strings(pc.unique(batch.column(0)).to_pandas())))
+    else:
+        header = pd.read_csv(path, nrows=0).columns
+        _require(path, [c.strip() for c in header], TIDY_REQUIRED, "tidy")
+        col = [c for c in header if c.strip() == "asset"][0]
+        for frame in pd.read_csv(path, usecols=[col], chunksize=chunk_rows, dtype={col: str}):
+            found.update(dict.fromkeys(_asset_strings(frame[col].drop_duplicates())))
+    return list(found)
+
+
+def _asset_strings(values: pd.Series) -> np.ndarray:
+    """Asset labels as the tidy reader names them (`str` of each value)."""
+    return values.astype(str).to_numpy()
 
 
 def read_bars(paths: Sequence[str] | str, *, bad_rows: str = "error",
@@ -221,7 +273,7 @@ def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quot
 def _chunk(path, asset, minutes, ts_us, volume, quote_volume, rows, keep) -> BarChunk:
     return BarChunk(asset=asset, source_minutes=int(minutes), timestamp_us=ts_us[keep].astype(np.int64),
                     volume=volume[keep], quote_volume=quote_volume[keep], row=rows[keep].astype(np.int64),
-                    file=path)
+                    file=path, n_read=len(ts_us))
 
 
 def _require(path: str, columns, required, fmt: str):
@@ -346,38 +398,61 @@ def read_yahoo_daily(path: str, *, bad_rows: str = "error", drops=None, chunk_ro
 
 
 # ----------------------------------------------------------------------------------------------- tidy
-def _tidy_frames(path: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, int]]:
+def _asset_mask(column, asset: str) -> np.ndarray:
+    """Rows of an Arrow column whose asset label is `asset` (dictionary columns: compare the dictionary)."""
+    import pyarrow as pa
+    if pa.types.is_dictionary(column.type) and column.null_count == 0:
+        hits = np.flatnonzero(_asset_strings(column.dictionary.to_pandas()) == asset)
+        return np.isin(column.indices.to_numpy(zero_copy_only=False), hits)
+    return _asset_strings(column.to_pandas()) == asset
+
+
+def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None
+                 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """(frame, 1-based row numbers) chunks of a tidy file; with `asset`, only that asset's rows."""
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER, pre_buffer=False)  # stream pages
         names = pf.schema_arrow.names
         _require(path, names, TIDY_REQUIRED, "tidy")
         wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", "frequency") if c in names]
         start = 1
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
-            frame = batch.to_pandas()
-            yield frame, start
-            start += len(frame)
+        # Filtering for one asset scans the whole file: smaller scan batches bound the decode buffers.
+        scan_rows = chunk_rows if asset is None else min(chunk_rows, _FILTER_SCAN_ROWS)
+        for batch in pf.iter_batches(batch_size=scan_rows, columns=wanted):
+            rows = np.arange(start, start + batch.num_rows)
+            start += batch.num_rows
+            if asset is not None:
+                mask = _asset_mask(batch.column(wanted.index("asset")), asset)
+                if not mask.any():
+                    continue
+                batch, rows = batch.filter(mask), rows[mask]
+            yield batch.to_pandas(), rows
     else:
         start = 2
         for frame in pd.read_csv(path, chunksize=chunk_rows, dtype={"timestamp": str, "asset": str}):
             frame.columns = [c.strip() for c in frame.columns]
             _require(path, frame.columns, TIDY_REQUIRED, "tidy")
-            yield frame, start
+            rows = np.arange(start, start + len(frame))
             start += len(frame)
+            if asset is not None:
+                mask = _asset_strings(frame["asset"]) == asset
+                if not mask.any():
+                    continue
+                frame, rows = frame[mask].reset_index(drop=True), rows[mask]
+            yield frame, rows
 
 
-def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS
-              ) -> Iterator[BarChunk]:
+def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+              asset: str | None = None) -> Iterator[BarChunk]:
     """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, frequency]`) -> `BarChunk`s,
-    one per (asset, bar length) present in each chunk."""
+    one per (asset, bar length) present in each chunk; with `asset`, that asset's rows only."""
     last_ts: dict = {}
     inferred: dict = {}
-    for frame, start in _tidy_frames(path, chunk_rows):
+    for frame, rows in _tidy_frames(path, chunk_rows, asset):
         if "quote_volume" not in frame.columns and "close" not in frame.columns:
             raise MarketDataError(f"{path}: row 1: needs quote_volume, or close to estimate it as volume x close; "
                                   f"found {list(frame.columns)}")
-        rows = np.arange(start, start + len(frame))
         ts = _parse_times(frame["timestamp"], path, rows, "timestamp")
         volume = _numeric(frame, "volume", path, rows)
         close = _numeric(frame, "close", path, rows) if "close" in frame.columns else None
@@ -387,30 +462,34 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
                 quote = np.where(frame["quote_volume"].isna().to_numpy(), volume * close, quote)
         else:
             quote = volume * close
-        assets = frame["asset"].astype(str).to_numpy()
+        assets = _asset_strings(frame["asset"])
         if "frequency" in frame.columns:
             labels = frame["frequency"].astype(str).to_numpy()
         else:
             labels = np.full(len(frame), "", dtype=object)
-        keys = pd.MultiIndex.from_arrays([assets, labels])
-        for (asset, label) in keys.unique():
-            sel = np.flatnonzero((assets == asset) & (labels == label))
+        a_codes, a_names = pd.factorize(assets)
+        l_codes, l_names = pd.factorize(labels)
+        codes = a_codes * len(l_names) + l_codes
+        uniq, first = np.unique(codes, return_index=True)
+        for code in uniq[np.argsort(first)]:  # (asset, label) pairs in order of first appearance
+            name, label = a_names[code // len(l_names)], l_names[code % len(l_names)]
+            sel = np.flatnonzero(codes == code)
             if label:
                 try:
                     minutes = interval_minutes(label)
                 except ValueError as e:
                     raise MarketDataError(f"{path}: row {rows[sel[0]]}: {e}") from None
             else:
-                minutes = inferred.get(asset)
+                minutes = inferred.get(name)
                 if minutes is None:
                     d = np.diff(np.sort(ts[sel]))
                     d = d[d > 0]
                     if not len(d):
-                        raise MarketDataError(f"{path}: row {rows[sel[0]]}: cannot infer the bar length of {asset} "
+                        raise MarketDataError(f"{path}: row {rows[sel[0]]}: cannot infer the bar length of {name} "
                                               f"from a single bar: add a 'frequency' column (e.g. 15m)")
                     vals, counts = np.unique(d, return_counts=True)
                     minutes = max(1, int(round(vals[np.argmax(counts)] / 60e6)))
-                    inferred[asset] = minutes
-            keep = _validate(path, asset, ts[sel], volume[sel], quote[sel], None if close is None else close[sel],
-                             rows[sel], bad_rows, drops, last_ts, (asset, label))
-            yield _chunk(path, asset, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep)
+                    inferred[name] = minutes
+            keep = _validate(path, name, ts[sel], volume[sel], quote[sel], None if close is None else close[sel],
+                             rows[sel], bad_rows, drops, last_ts, (name, label))
+            yield _chunk(path, name, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep)

@@ -10,12 +10,14 @@ resampling) and by the quickstart demo (synthetic bars -> `cut_windows_batch` ->
 Origins: bar positions `p` with `W + L <= p <= n - N` and `(p - W - L) % stride == 0` (positions in the
 given arrays; the caller passes one gap-free segment, consecutive positions = consecutive bars).
 
+`window_starts` is the cutting rule (vectorised start positions of the kept windows); `cut_windows` and the
+ExampleGen's vectorised serializer (`components/example_gen/serialize.py`) both cut with it.
+
 Windows without information are dropped and counted (`drops`): `no_volume_in_norm_window` (bars `0..W-1`
 traded nothing: no volume normaliser) and `no_priced_bar_before_origin` (no bar of `0..o-1` has a VWAP).
 """
 from __future__ import annotations
 
-import collections
 from typing import Iterator, MutableMapping
 
 import numpy as np
@@ -47,6 +49,23 @@ def _informative(volume: np.ndarray, quote_volume: np.ndarray, starts: np.ndarra
     return (c_vol[starts + w] - c_vol[starts]) > 0, (c_pr[starts + o] - c_pr[starts]) > 0
 
 
+def window_starts(volume: np.ndarray, quote_volume: np.ndarray, *, norm_window: int, lookback: int,
+                  n_ahead: int, stride: int = 1, drops: MutableMapping[str, int] | None = None) -> np.ndarray:
+    """Start positions `s` (window = bars `s .. s+W+L+N-1`, origin `s+W+L`) of the informative windows of one
+    series, vectorised: every origin of `origin_positions` minus the dropped ones (counted in `drops`)."""
+    volume = np.asarray(volume, np.float32)
+    quote_volume = np.asarray(quote_volume, np.float32)
+    w, o = norm_window, norm_window + lookback
+    starts = origin_positions(len(volume), norm_window=norm_window, lookback=lookback, n_ahead=n_ahead,
+                              stride=stride) - o
+    has_norm, has_price = _informative(volume, quote_volume, starts, w, o)
+    if drops is not None:
+        for reason, n in ((DROP_NO_NORM_VOLUME, np.sum(~has_norm)), (DROP_NO_PRICE, np.sum(has_norm & ~has_price))):
+            if n:
+                drops[reason] = drops.get(reason, 0) + int(n)
+    return starts[has_norm & has_price]
+
+
 def cut_windows(volume: np.ndarray, quote_volume: np.ndarray, timestamp: np.ndarray, *, asset: str | bytes,
                 frequency_minutes: int, norm_window: int, lookback: int, n_ahead: int, stride: int = 1,
                 drops: MutableMapping[str, int] | None = None) -> Iterator[dict]:
@@ -56,7 +75,7 @@ def cut_windows(volume: np.ndarray, quote_volume: np.ndarray, timestamp: np.ndar
       volume, quote_volume, timestamp: `[n]` arrays of one gap-free (asset, frequency) series, sorted.
       asset, frequency_minutes: scalars copied into every example.
       norm_window, lookback, n_ahead: `W`, `L`, `N`; stride: bars between consecutive origins.
-      drops: optional counter, incremented per dropped window reason.
+      drops: optional counter, incremented per dropped window reason (all at the first `next`).
     """
     volume = np.asarray(volume, np.float32)
     quote_volume = np.asarray(quote_volume, np.float32)
@@ -64,21 +83,25 @@ def cut_windows(volume: np.ndarray, quote_volume: np.ndarray, timestamp: np.ndar
     if not volume.shape == quote_volume.shape == timestamp.shape or volume.ndim != 1:
         raise ValueError(f"volume, quote_volume, timestamp must be equal-length 1-D arrays, got "
                          f"{volume.shape}, {quote_volume.shape}, {timestamp.shape}")
-    w, o = norm_window, norm_window + lookback
+    o = norm_window + lookback
     total = o + n_ahead
-    origins = origin_positions(len(volume), norm_window=norm_window, lookback=lookback, n_ahead=n_ahead,
-                               stride=stride)
-    starts = origins - o
-    has_norm, has_price = _informative(volume, quote_volume, starts, w, o)
+    starts = window_starts(volume, quote_volume, norm_window=norm_window, lookback=lookback, n_ahead=n_ahead,
+                           stride=stride, drops=drops)
+    yield from windows_at(volume, quote_volume, timestamp, starts, asset=asset,
+                          frequency_minutes=frequency_minutes, origin_offset=o, window_length=total)
+
+
+def windows_at(volume: np.ndarray, quote_volume: np.ndarray, timestamp: np.ndarray, starts: np.ndarray, *,
+               asset: str | bytes, frequency_minutes: int, origin_offset: int, window_length: int
+               ) -> Iterator[dict]:
+    """Raw-field dicts of the windows starting at `starts` (from `window_starts`), lazily."""
+    volume = np.asarray(volume, np.float32)
+    quote_volume = np.asarray(quote_volume, np.float32)
+    timestamp = np.asarray(timestamp, np.int64)
     asset_b = asset.encode() if isinstance(asset, str) else bytes(asset)
-    freq = int(frequency_minutes)
-    for s, ok_norm, ok_price in zip(starts, has_norm, has_price):
-        if not ok_norm or not ok_price:
-            if drops is not None:
-                reason = DROP_NO_NORM_VOLUME if not ok_norm else DROP_NO_PRICE
-                drops[reason] = drops.get(reason, 0) + 1
-            continue
-        sl = slice(int(s), int(s) + total)
+    freq, o, total = int(frequency_minutes), int(origin_offset), int(window_length)
+    for s in np.asarray(starts, np.int64).tolist():
+        sl = slice(s, s + total)
         yield {"volume": volume[sl], "quote_volume": quote_volume[sl], "timestamp": timestamp[sl],
                "asset": asset_b, "frequency_minutes": freq, "origin_time": int(timestamp[s + o])}
 
@@ -87,20 +110,22 @@ def cut_windows_batch(volume: np.ndarray, quote_volume: np.ndarray, timestamp: n
                       asset: str | bytes, frequency_minutes: int, norm_window: int, lookback: int,
                       n_ahead: int, stride: int = 1, drops: MutableMapping[str, int] | None = None) -> dict:
     """All windows of one series stacked: `volume`, `quote_volume` float32 `[B, W+L+N]`, `timestamp` int64
-    `[B, W+L+N]`, `frequency_minutes`, `origin_time` int64 `[B]`, `asset` object `[B]` (same drops as
-    `cut_windows`; B may be 0)."""
-    total = norm_window + lookback + n_ahead
-    rows = collections.defaultdict(list)
-    for ex in cut_windows(volume, quote_volume, timestamp, asset=asset, frequency_minutes=frequency_minutes,
-                          norm_window=norm_window, lookback=lookback, n_ahead=n_ahead, stride=stride,
-                          drops=drops):
-        for k in RAW_FEATURES:
-            rows[k].append(ex[k])
-    if not rows:
-        return {"volume": np.zeros((0, total), np.float32), "quote_volume": np.zeros((0, total), np.float32),
-                "timestamp": np.zeros((0, total), np.int64), "asset": np.zeros(0, object),
-                "frequency_minutes": np.zeros(0, np.int64), "origin_time": np.zeros(0, np.int64)}
-    return {"volume": np.stack(rows["volume"]), "quote_volume": np.stack(rows["quote_volume"]),
-            "timestamp": np.stack(rows["timestamp"]), "asset": np.array(rows["asset"], dtype=object),
-            "frequency_minutes": np.array(rows["frequency_minutes"], np.int64),
-            "origin_time": np.array(rows["origin_time"], np.int64)}
+    `[B, W+L+N]`, `frequency_minutes`, `origin_time` int64 `[B]`, `asset` object `[B]` (same windows and
+    drops as `cut_windows`; B may be 0)."""
+    volume = np.asarray(volume, np.float32)
+    quote_volume = np.asarray(quote_volume, np.float32)
+    timestamp = np.asarray(timestamp, np.int64)
+    if not volume.shape == quote_volume.shape == timestamp.shape or volume.ndim != 1:
+        raise ValueError(f"volume, quote_volume, timestamp must be equal-length 1-D arrays, got "
+                         f"{volume.shape}, {quote_volume.shape}, {timestamp.shape}")
+    o = norm_window + lookback
+    total = o + n_ahead
+    starts = window_starts(volume, quote_volume, norm_window=norm_window, lookback=lookback, n_ahead=n_ahead,
+                           stride=stride, drops=drops)
+    idx = starts[:, None] + np.arange(total)
+    asset_b = asset.encode() if isinstance(asset, str) else bytes(asset)
+    asset_col = np.empty(len(starts), object)
+    asset_col[:] = [asset_b] * len(starts)
+    return {"volume": volume[idx], "quote_volume": quote_volume[idx], "timestamp": timestamp[idx],
+            "asset": asset_col, "frequency_minutes": np.full(len(starts), int(frequency_minutes), np.int64),
+            "origin_time": timestamp[starts + o]}
