@@ -187,12 +187,22 @@ class LargeExecutionModel(keras.Model):
         """Context of each execution step from the input bars x [B, L+N-1, F] -> [B, N, H]."""
         L = self.lookback
         v = self.vsn(self.embedding(x), training=training)                       # [B, T, E]
-        r = self.recurrent_layer(v, training=training)                           # [B, T, H]
+        r = self._recurrent(v, training)                                         # [B, T, H]
         s = self.recurrent_gate(r, self.skip_projection(v), training=training)
         s = self.recurrent_grn(s, training=training)                             # [B, T, H]
         q = s[:, L - 1:]                                                         # step k <- position L+k-1
         c = self.attention_gate(self.attention(q, s), q, training=training)
         return self.context_grn(c, training=training)                            # [B, N, H]
+
+    def _recurrent(self, v, training):
+        """The recurrent block on v [B, T, E] -> [B, T, H]. TKAN goes through `lem_model.tkan_fast` (the same
+        function on the same weights, fewer ops per time step) unless that cannot reproduce the layer."""
+        if self.recurrent == "tkan" and v.shape[1] is not None:
+            from lem_model.tkan_fast import fast_tkan_supported, tkan_sequence
+            if fast_tkan_supported(self.recurrent_layer, training):
+                with keras.name_scope(self.recurrent_layer.name):  # ops named like the layer's own
+                    return tkan_sequence(self.recurrent_layer, v)
+        return self.recurrent_layer(v, training=training)
 
     @staticmethod
     def _xla_inference(training) -> bool:
@@ -274,15 +284,17 @@ def build_lem(num_features: int | None = None, batch_size: int | None = None, **
 
 def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask_sharpness: float | None = None,
                 metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
-    """Compile with Adam (paper §3.4: lr 1e-5), the LEM loss and the slippage metrics (bps).
+    """Compile with Adam (paper §3.4: lr 1e-5; `lem_model.optim.LemAdam`, fused on TensorFlow), the LEM loss
+    and the slippage metrics (bps).
 
     jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default).
     """
     from lem_model.loss import DEFAULT_MASK_SHARPNESS, LEMLoss
     from lem_model.metrics import lem_metrics
+    from lem_model.optim import LemAdam
 
     loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
+    model.compile(optimizer=LemAdam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
                   metrics=lem_metrics() if metrics else None, jit_compile=jit_compile)
     return model
 
