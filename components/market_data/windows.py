@@ -66,6 +66,17 @@ def window_starts(volume: np.ndarray, quote_volume: np.ndarray, *, norm_window: 
     return starts[has_norm & has_price]
 
 
+def _series(volume, quote_volume, timestamp) -> tuple:
+    """One series as (float32, float32, int64) `[n]` arrays; ValueError unless equal-length and 1-D."""
+    volume = np.asarray(volume, np.float32)
+    quote_volume = np.asarray(quote_volume, np.float32)
+    timestamp = np.asarray(timestamp, np.int64)
+    if not volume.shape == quote_volume.shape == timestamp.shape or volume.ndim != 1:
+        raise ValueError(f"volume, quote_volume, timestamp must be equal-length 1-D arrays, got "
+                         f"{volume.shape}, {quote_volume.shape}, {timestamp.shape}")
+    return volume, quote_volume, timestamp
+
+
 def cut_windows(volume: np.ndarray, quote_volume: np.ndarray, timestamp: np.ndarray, *, asset: str | bytes,
                 frequency_minutes: int, norm_window: int, lookback: int, n_ahead: int, stride: int = 1,
                 drops: MutableMapping[str, int] | None = None) -> Iterator[dict]:
@@ -77,12 +88,7 @@ def cut_windows(volume: np.ndarray, quote_volume: np.ndarray, timestamp: np.ndar
       norm_window, lookback, n_ahead: `W`, `L`, `N`; stride: bars between consecutive origins.
       drops: optional counter, incremented per dropped window reason (all at the first `next`).
     """
-    volume = np.asarray(volume, np.float32)
-    quote_volume = np.asarray(quote_volume, np.float32)
-    timestamp = np.asarray(timestamp, np.int64)
-    if not volume.shape == quote_volume.shape == timestamp.shape or volume.ndim != 1:
-        raise ValueError(f"volume, quote_volume, timestamp must be equal-length 1-D arrays, got "
-                         f"{volume.shape}, {quote_volume.shape}, {timestamp.shape}")
+    volume, quote_volume, timestamp = _series(volume, quote_volume, timestamp)
     o = norm_window + lookback
     total = o + n_ahead
     starts = window_starts(volume, quote_volume, norm_window=norm_window, lookback=lookback, n_ahead=n_ahead,
@@ -112,12 +118,7 @@ def cut_windows_batch(volume: np.ndarray, quote_volume: np.ndarray, timestamp: n
     """All windows of one series stacked: `volume`, `quote_volume` float32 `[B, W+L+N]`, `timestamp` int64
     `[B, W+L+N]`, `frequency_minutes`, `origin_time` int64 `[B]`, `asset` object `[B]` (same windows and
     drops as `cut_windows`; B may be 0)."""
-    volume = np.asarray(volume, np.float32)
-    quote_volume = np.asarray(quote_volume, np.float32)
-    timestamp = np.asarray(timestamp, np.int64)
-    if not volume.shape == quote_volume.shape == timestamp.shape or volume.ndim != 1:
-        raise ValueError(f"volume, quote_volume, timestamp must be equal-length 1-D arrays, got "
-                         f"{volume.shape}, {quote_volume.shape}, {timestamp.shape}")
+    volume, quote_volume, timestamp = _series(volume, quote_volume, timestamp)
     o = norm_window + lookback
     total = o + n_ahead
     starts = window_starts(volume, quote_volume, norm_window=norm_window, lookback=lookback, n_ahead=n_ahead,

@@ -88,14 +88,14 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
         out = module.model(model_inputs(raw, min_rate, max_rate), training=False)
         return {"allocations": tf.cast(out, tf.float32)}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, total], tf.float32, name="volume"),
-        tf.TensorSpec([None, total], tf.float32, name="quote_volume"),
-        tf.TensorSpec([None, total], tf.int64, name="timestamp"),
-        tf.TensorSpec([None], tf.int64, name="frequency_minutes"),
-        tf.TensorSpec([None], tf.float32, name="min_rate"),
-        tf.TensorSpec([None], tf.float32, name="max_rate"),
-    ])
+    bar_specs = [tf.TensorSpec([None, total], tf.float32, name="volume"),
+                 tf.TensorSpec([None, total], tf.float32, name="quote_volume"),
+                 tf.TensorSpec([None, total], tf.int64, name="timestamp"),
+                 tf.TensorSpec([None], tf.int64, name="frequency_minutes"),
+                 tf.TensorSpec([None], tf.float32, name="min_rate"),
+                 tf.TensorSpec([None], tf.float32, name="max_rate")]
+
+    @tf.function(input_signature=bar_specs)
     def serve_bars(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate):
         raw = {"volume": volume, "quote_volume": quote_volume, "timestamp": timestamp,
                "frequency_minutes": frequency_minutes}
@@ -103,15 +103,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
 
     num_scenarios = layout.num_min_periods(n_ahead) * layout.PATHS_PER_MIN_PERIOD
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, total], tf.float32, name="volume"),
-        tf.TensorSpec([None, total], tf.float32, name="quote_volume"),
-        tf.TensorSpec([None, total], tf.int64, name="timestamp"),
-        tf.TensorSpec([None], tf.int64, name="frequency_minutes"),
-        tf.TensorSpec([None], tf.float32, name="min_rate"),
-        tf.TensorSpec([None], tf.float32, name="max_rate"),
-        tf.TensorSpec([None], tf.int64, name="scenario"),
-    ])
+    @tf.function(input_signature=bar_specs + [tf.TensorSpec([None], tf.int64, name="scenario")])
     def serve_scenario(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate, scenario):
         checks = [tf.debugging.assert_equal(tf.shape(scenario)[0], tf.shape(volume)[0],
                                             message="scenario must have one entry per order (shape [B])"),
