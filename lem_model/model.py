@@ -20,7 +20,7 @@ from keras import ops
 
 from lem_model import layout
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
-                              StepwiseFusedAllocator, VariableSelectionNetwork, soft_clip_tolerance)
+                              StepwiseFusedAllocator, VariableSelectionNetwork, dense, soft_clip_tolerance)
 
 RECURRENT_CHOICES = ("tkan", "lstm", "gru")
 #: The paper README configuration; `SMALL_CONFIG` is the quick one (tests use smaller still).
@@ -188,7 +188,7 @@ class LargeExecutionModel(keras.Model):
         L = self.lookback
         v = self.vsn(self.embedding(x), training=training)                       # [B, T, E]
         r = self._recurrent(v, training)                                         # [B, T, H]
-        s = self.recurrent_gate(r, self.skip_projection(v), training=training)
+        s = self.recurrent_gate(r, dense(v, self.skip_projection.kernel), training=training)
         s = self.recurrent_grn(s, training=training)                             # [B, T, H]
         q = s[:, L - 1:]                                                         # step k <- position L+k-1
         c = self.attention_gate(self.attention(q, s), q, training=training)

@@ -7,6 +7,7 @@ pytest.importorskip("tkan")
 tf = pytest.importorskip("tensorflow")
 
 from lem_model.model import make_recurrent  # noqa: E402
+from lem_model import tkan_fast  # noqa: E402
 from lem_model.tkan_fast import fast_tkan_supported, tkan_sequence  # noqa: E402
 
 
@@ -25,9 +26,13 @@ def inputs(d_in=5, seed=1):
     return tf.constant(3.0 * np.random.default_rng(seed).normal(size=(3, 7, d_in)).astype("float32"))
 
 
-@pytest.mark.parametrize("loop", ["while", "scan"])
+@pytest.mark.parametrize("loop", ["while", "scan", "while-traced", "while-autodiff"])
 @pytest.mark.parametrize("cell_variant", ["tensorflow", "generic"])
-def test_same_outputs_and_gradients_as_tkan(loop, cell_variant):
+def test_same_outputs_and_gradients_as_tkan(loop, cell_variant, monkeypatch):
+    # "while" has a hand-written gradient; "-traced" runs it in a graph as training does (eager differs);
+    # "-autodiff" lets TensorFlow differentiate the bare loop (the FLOP-count reference, benchmarks/flops.py)
+    if loop.endswith("autodiff"):
+        monkeypatch.setattr(tkan_fast, "HAND_WRITTEN_GRADIENT", False)
     layer = random_tkan()
     layer.cell.backend = cell_variant  # tkan dispatches its cell maths on this (tanh on the candidate or not)
     grid = layer.cell.tkan_sub_layers[0].grid.numpy()
@@ -36,15 +41,18 @@ def test_same_outputs_and_gradients_as_tkan(loop, cell_variant):
     assert fast_tkan_supported(layer, training=True)
     weights = layer.trainable_weights
 
-    def run(fn):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = fn(x)
-            loss = tf.reduce_sum(out * tf.cos(tf.range(out.shape[-1], dtype=out.dtype)))
-        return out.numpy(), [g.numpy() for g in tape.gradient(loss, [x] + weights)]
+    def run(fn, traced=False):
+        def value_and_grads(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = fn(x)
+                loss = tf.reduce_sum(out * tf.cos(tf.range(out.shape[-1], dtype=out.dtype)))
+            return out, tape.gradient(loss, [x] + weights)
+        out, grads = (tf.function(value_and_grads) if traced else value_and_grads)(x)
+        return out.numpy(), [g.numpy() for g in grads]
 
     ref, ref_grads = run(lambda v: layer(v, training=True))
-    got, got_grads = run(lambda v: tkan_sequence(layer, v, loop=loop))
+    got, got_grads = run(lambda v: tkan_sequence(layer, v, loop=loop.split("-")[0]), traced=loop.endswith("traced"))
     assert ref.shape == got.shape == (3, 7, 8)
     assert np.abs(ref).max() > 0.05  # a non-trivial output
     np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
