@@ -68,6 +68,18 @@ def _matmul_flops(op):
     return 2 * batch * m * n * k
 
 
+def _matmul_key(op):
+    """(type, operand shapes, transpose/adjoint flags or equation): what fixes a matrix product's cost."""
+    shapes = tuple(tuple(_dims(t)) for t in op.inputs[:2])
+    if op.type == "MatMul":
+        flags = (bool(op.get_attr("transpose_a")), bool(op.get_attr("transpose_b")))
+    elif op.type == "Einsum":
+        flags = (op.get_attr("equation").decode(),)
+    else:
+        flags = (bool(op.get_attr("adj_x")), bool(op.get_attr("adj_y")))
+    return (op.type, shapes, flags)
+
+
 def _registered_flops(op):
     from tensorflow.python.framework import ops as tf_ops
     try:
@@ -110,6 +122,7 @@ class FlopCounter:
         self.other_flops = 0
         self.uncounted_types = collections.Counter()
         self.unknown_trip_loops = 0
+        self.matmuls = collections.Counter()  # _matmul_key -> executions per step
 
     def __init__(self, model_name=None):
         self.__init_plain()
@@ -119,6 +132,7 @@ class FlopCounter:
         self.by_type.update(other.by_type)
         self.by_scope.update(other.by_scope)
         self.uncounted_types.update(other.uncounted_types)
+        self.matmuls.update(other.matmuls)
         self.matmul_flops += other.matmul_flops
         self.other_flops += other.other_flops
         self.unknown_trip_loops += other.unknown_trip_loops
@@ -177,6 +191,7 @@ class FlopCounter:
                     self.uncounted_types[op.type + "(unknown shape)"] += mult
                     continue
                 self.matmul_flops += f * mult
+                self.matmuls[_matmul_key(op)] += mult
             else:
                 f = _registered_flops(op)
                 if f is None:
@@ -189,10 +204,9 @@ class FlopCounter:
             self.by_scope[self._scope(prefix + op.name)] += f * mult
 
 
-def count_train_step_flops(model, x, y) -> dict:
-    """FLOPs of forward + loss + backward for the batch (x, y) (see module docstring); per sample too."""
+def _train_step_function(model):
+    """tf.function (x, y) -> (loss, gradients of the trainable variables): the traced training step."""
     import tensorflow as tf
-    batch = int(y.shape[0])
 
     @tf.function
     def step(x, y):
@@ -200,6 +214,15 @@ def count_train_step_flops(model, x, y) -> dict:
             pred = model(x, training=True)
             loss = model.loss(y, pred)
         return loss, tape.gradient(loss, model.trainable_variables)
+
+    return step
+
+
+def count_train_step_flops(model, x, y) -> dict:
+    """FLOPs of forward + loss + backward for the batch (x, y) (see module docstring); per sample too."""
+    import tensorflow as tf
+    batch = int(y.shape[0])
+    step = _train_step_function(model)
 
     t0 = time.perf_counter()
     # The model's FLOPs: TensorFlow differentiates everything itself (lem_model.tkan_fast's hand-written TKAN
@@ -233,6 +256,86 @@ def count_train_step_flops(model, x, y) -> dict:
         "unknown_trip_loops": counter.unknown_trip_loops,
         "flops_count_s": time.perf_counter() - t0,
     }
+
+
+def matmul_floor(model, x, y, min_time_s: float = 0.05, max_copies: int = 64) -> dict:
+    """Lower bound on a training step's time from its matrix products alone: every matmul of the executed
+    training graph (the one `train_on_batch` runs: hand-written TKAN backward, loop bodies times their trip
+    counts) is timed in isolation at its own shapes and flags, on the same threads, and the times are summed.
+
+    Each distinct product runs in a `tf.function` of `copies` independent instances (one shared random left
+    operand, a distinct right one each; copies chosen so one call does >= ~min_time_s of work; the fastest
+    of 3 calls counts), so per-op dispatch is included once per product as in the real graph. Products inside the XLA-compiled TKAN
+    forward are timed as TensorFlow (oneDNN) products. Everything else (element-wise work, reductions,
+    copies, the optimizer) is excluded: a step cannot take less than this with these products. Returns the
+    floor (s per step), the matmul FLOPs behind it and a table of the heaviest products.
+    """
+    from lem_model import tkan_fast
+
+    step = _train_step_function(model)
+    assert tkan_fast.HAND_WRITTEN_GRADIENT
+    counter = FlopCounter(model.name)
+    counter.walk(step.get_concrete_function(x, y).graph)
+    rows, total_s, total_flops, t0 = [], 0.0, 0.0, time.perf_counter()
+    for key, count in counter.matmuls.items():
+        kind, shapes, flags = key
+        flops = _key_flops(key)
+        one = _time_product(kind, shapes, flags, flops, min_time_s, max_copies)
+        rows.append({"op": kind, "shapes": [list(s) for s in shapes], "flags": list(flags), "per_step": count,
+                     "ms_each": 1e3 * one, "ms_per_step": 1e3 * one * count, "gflops": flops / one / 1e9})
+        total_s += one * count
+        total_flops += flops * count
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return {"matmul_floor_s": total_s, "matmul_floor_flops": total_flops, "matmul_floor_products": len(rows),
+            "matmul_floor_executions": int(sum(counter.matmuls.values())), "matmul_floor_top": rows[:15],
+            "matmul_floor_time_s": time.perf_counter() - t0}
+
+
+def _key_flops(key):
+    kind, shapes, flags = key
+    a, b = shapes
+    if kind == "Einsum":
+        sizes = {}
+        for term, shape in zip(flags[0].split("->")[0].split(","), shapes):
+            sizes.update(zip(term, shape))
+        n = 1
+        for v in sizes.values():
+            n *= v
+        return 2 * n
+    ta, tb = flags
+    m, k = (a[-1], a[-2]) if ta else (a[-2], a[-1])
+    n = b[-2] if tb else b[-1]
+    batch = 1
+    for u, v in zip([1] * (len(b) - len(a)) + list(a[:-2]), [1] * (len(a) - len(b)) + list(b[:-2])):
+        batch *= max(u, v)
+    return 2 * batch * m * n * k
+
+
+def _time_product(kind, shapes, flags, flops, min_time_s, max_copies):
+    """Seconds for one execution of the product (see matmul_floor)."""
+    import tensorflow as tf
+    copies = int(max(1, min(max_copies, min_time_s * 150e9 / max(flops, 1))))
+    a = tf.random.normal(shapes[0])
+    bs = [tf.Variable(tf.random.normal(shapes[1])) for _ in range(copies)]  # distinct: grappler cannot merge them
+
+    def product(b):
+        if kind == "Einsum":
+            return tf.einsum(flags[0], a, b)
+        if kind == "MatMul":
+            return tf.matmul(a, b, transpose_a=flags[0], transpose_b=flags[1])
+        return tf.linalg.matmul(a, b, adjoint_a=flags[0], adjoint_b=flags[1])
+
+    @tf.function
+    def run():  # independent products; one element of each kept so none is pruned
+        return tf.add_n([tf.reshape(product(b), [-1])[:1] for b in bs])
+
+    run().numpy()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        run().numpy()
+        best = min(best, time.perf_counter() - t)
+    return best / copies
 
 
 def _layer_fwd_bwd(layer, args, kwargs, tensors):

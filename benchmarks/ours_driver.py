@@ -6,7 +6,7 @@ order windows (random-walk VWAP, log-normal volume, 15-minute bars), so `bars` a
 layout and value ranges the Trainer sees.
 
 Usage: ours_driver.py --lookback 120 --n-ahead 12 --hidden 200 --embedding 20 --heads 8 --fused 100 \
-        --batch 256 --warmup 2 --steps 5 --windows 3 --threads 2 --latency-reps 50 [--flops] [--block-profile]
+        --batch 256 --warmup 2 --steps 5 --windows 3 --threads 2 --latency-reps 50 [--flops] [--block-profile] [--matmul-floor]
 """
 import argparse
 import os
@@ -44,6 +44,8 @@ def main():
     p.add_argument("--recurrent", default=None, help="override the model's recurrent block (default: its own)")
     p.add_argument("--flops", action="store_true", help="also count FLOPs of one traced training step")
     p.add_argument("--block-profile", action="store_true", help="also time fwd+bwd of each top-level layer")
+    p.add_argument("--matmul-floor", action="store_true",
+                   help="also time each matmul of the training step alone at its shapes (flops.matmul_floor)")
     p.add_argument("--skip-train", action="store_true")
     a = p.parse_args()
 
@@ -80,6 +82,9 @@ def main():
                                    min_window_s=a.min_window_s))
         x1 = {k: v[:1] for k, v in x.items()}
         out.update(measure_latency(model, x1, reps=a.latency_reps))
+    if a.matmul_floor:
+        from flops import matmul_floor
+        out.update(matmul_floor(model, x, y))
     if a.block_profile:
         from flops import block_profile
         out["block_profile"] = block_profile(model, x, y)

@@ -10,6 +10,8 @@ VM's one-core mode or contention) before and after, so achieved GFLOP/s can be c
 Prereq: benchmarks/setup_reference_venv.sh (builds benchmarks/.venv-ref with lems 0.1.1).
 Usage:  .venv/bin/python benchmarks/train_throughput.py [--configs paper,small] [--repeats 2] [--threads 2]
         [--block-profile]   (adds a per-layer fwd+bwd time profile of our model at the first config)
+        [--matmul-floor]    (adds the matmul floor of our training step at the first config: every matrix
+                             product timed alone at its shapes, summed; `flops.matmul_floor`)
 """
 import argparse
 import json
@@ -69,6 +71,7 @@ def main():
     p.add_argument("--jit", choices=["off", "on"], default="off",
                    help="XLA for both (off = the Keras default on CPU-only machines)")
     p.add_argument("--block-profile", action="store_true")
+    p.add_argument("--matmul-floor", action="store_true")
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
     if not os.path.exists(REF_PYTHON):
@@ -111,6 +114,9 @@ def main():
                       f"latency {res['latency_ms_median']:.1f} ms, first step {res['first_step_s']:.1f} s, "
                       f"others' CPU share {100 * res['others_cpu_share']:.0f}%", flush=True)
         results[cname] = runs
+        if a.matmul_floor and ci == 0:
+            res = timed_worker(OURS_PYTHON, "ours_driver.py", common + ["--skip-train", "--matmul-floor"], env, 1800)
+            results[cname + "_matmul_floor"] = res
         if a.block_profile and ci == 0:
             res = timed_worker(OURS_PYTHON, "ours_driver.py", common + ["--skip-train", "--block-profile"], env, 1800)
             results[cname + "_block_profile"] = res["block_profile"]
@@ -169,6 +175,19 @@ def main():
               f"{'MET' if sp >= TARGET_SPEEDUP else 'NOT MET'}")
         print(f"Target 2 (>= {100 * TARGET_PEAK_SHARE:.0f}% of matmul peak, paper config): "
               f"{100 * gf / peak:.1f}% -> {'MET' if gf / peak >= TARGET_PEAK_SHARE else 'NOT MET'}")
+    mf = results.get(configs[0] + "_matmul_floor")
+    if mf:
+        floor, flops = mf["matmul_floor_s"], results[configs[0]]["ours"][0]["train_flops_per_sample"] * a.batch
+        print()
+        print(f"Matmul floor ({configs[0]} config, batch {a.batch}): the step's {mf['matmul_floor_executions']} matrix "
+              f"products ({mf['matmul_floor_products']} distinct shapes) timed alone sum to {1e3 * floor:.0f} ms "
+              f"({mf['matmul_floor_flops'] / floor / 1e9:.1f} GFLOP/s on their own). A step with nothing else "
+              f"would reach {flops / floor / 1e9:.1f} GFLOP/s = {100 * flops / floor / 1e9 / peak:.1f}% of the "
+              f"peak; the measured step (median above) is {1e3 * a.batch / median([r['samples_per_s_median'] for r in results[configs[0]]['ours']]):.0f} ms. Heaviest products:")
+        print(format_table(["op", "operands", "flags", "per step", "ms each", "ms per step", "GFLOP/s"],
+                           [[r["op"], " x ".join(str(s_) for s_ in r["shapes"]), str(r["flags"]), r["per_step"],
+                             f"{r['ms_each']:.3f}", f"{r['ms_per_step']:.1f}", f"{r['gflops']:.1f}"]
+                            for r in mf["matmul_floor_top"][:10]]))
     bp = results.get(configs[0] + "_block_profile")
     if bp:
         print()

@@ -132,11 +132,16 @@ class GatedResidualNetwork(keras.layers.Layer):
         return y if activation is None else activation(y)
 
     def call(self, x, training=None):
-        eta2 = self._dense(x, self.w2, self.b2, ops.elu)
+        skip = x if self.w_skip is None else self._dense(x, self.w_skip)
+        return self.from_first_layer(self._dense(x, self.w2, self.b2, ops.elu), skip, training=training)
+
+    def from_first_layer(self, eta2, skip, training=None):
+        """The GRN after its first layer: eta2 = ELU(x W2 + b2) and skip = skip(x), each [..., units] /
+        [..., output_dim] (grouped: [G, n, .]) -> output. For callers that get x W2 and skip(x) more cheaply
+        than from x itself (the VSN's rank-1 embeddings)."""
         eta1 = self._dense(eta2, self.w1, self.b1)
         if self.drop is not None:
             eta1 = self.drop(eta1, training=training)
-        skip = x if self.w_skip is None else self._dense(x, self.w_skip)
         return layer_norm(skip + glu(eta1, self.w45, self.b45, self._dense), self.norm)
 
     def compute_output_shape(self, input_shape):
@@ -167,10 +172,41 @@ class VariableSelectionNetwork(keras.layers.Layer):
         self.var_grn.build((f, None, e))
 
     def call(self, emb, training=None):
-        f, e, t = self.num_vars, emb.shape[-1], emb.shape[1]
+        f, e = self.num_vars, emb.shape[-1]
         rows = ops.reshape(emb, (-1, f, e))                                       # [BT, F, E]
-        v = ops.softmax(self.weight_grn(ops.reshape(rows, (-1, f * e)), training=training), axis=-1)  # [BT, F]
+        weights = self.weight_grn(ops.reshape(rows, (-1, f * e)), training=training)  # [BT, F]
         xi = self.var_grn(ops.transpose(rows, (1, 0, 2)), training=training)     # [F, BT, U]
+        return self._select(weights, xi, emb.shape[1])
+
+    def embed_and_select(self, x, embedding: "FeatureEmbedding", training=None):
+        """`self(embedding(x), training)` for x [B, T, F] -> [B, T, U], without materialising the [B, T, F, E]
+        embeddings: feature f's embedding x_f w_f + b_f enters the GRNs only through linear maps M (first layers,
+        skips), so each such term is rank-1, x_f (w_f M) + b_f M, from a few [F, .] weight products."""
+        f, e, t = self.num_vars, embedding.embedding_dim, x.shape[1]
+        g, vg = self.weight_grn, self.var_grn
+        if g.w_skip is None:  # E = 1: no linear skip to fold (never at LEM sizes)
+            return self(embedding(x), training=training)
+        w, b = embedding.kernel, embedding.bias                                  # [F, E] each
+        rows = ops.reshape(x, (-1, f))                                           # [BT, F]
+
+        def flat_affine(m, bias=0.0):  # flattened embeddings [BT, F*E] @ m [F*E, o] + bias -> [BT, o]
+            per_feature = ops.sum(ops.expand_dims(w, -1) * ops.reshape(m, (f, e, -1)), axis=1)   # [F, o]
+            return ops.matmul(rows, per_feature) + (ops.matmul(ops.reshape(b, (1, f * e)), m) + bias)
+
+        weights = g.from_first_layer(ops.elu(flat_affine(g.w2, g.b2)), flat_affine(g.w_skip), training=training)
+        x_t = ops.expand_dims(ops.transpose(rows), -1)                           # [F, BT, 1]
+        w3, b3 = ops.expand_dims(w, 1), ops.expand_dims(b, 1)                    # [F, 1, E]
+
+        def grouped_affine(m, bias=0.0):  # per-feature embeddings [F, BT, E] @ m [F, E, o] + bias -> [F, BT, o]
+            return x_t * ops.matmul(w3, m) + (ops.matmul(b3, m) + bias)
+
+        skip = x_t * w3 + b3 if vg.w_skip is None else grouped_affine(vg.w_skip)
+        xi = vg.from_first_layer(ops.elu(grouped_affine(vg.w2, vg.b2)), skip, training=training)
+        return self._select(weights, xi, t)
+
+    def _select(self, weights, xi, t):
+        """Softmax over the F variables of weights [BT, F], times the variable GRNs' xi [F, BT, U] -> [B, T, U]."""
+        v = ops.softmax(weights, axis=-1)
         out = ops.sum(ops.expand_dims(ops.transpose(v), -1) * xi, axis=0)         # [BT, U]
         return ops.reshape(out, (-1, t, self.units))
 

@@ -186,7 +186,7 @@ class LargeExecutionModel(keras.Model):
     def _context(self, x, training):
         """Context of each execution step from the input bars x [B, L+N-1, F] -> [B, N, H]."""
         L = self.lookback
-        v = self.vsn(self.embedding(x), training=training)                       # [B, T, E]
+        v = self.vsn.embed_and_select(x, self.embedding, training=training)      # [B, T, E]
         r = self._recurrent(v, training)                                         # [B, T, H]
         s = self.recurrent_gate(r, dense(v, self.skip_projection.kernel), training=training)
         s = self.recurrent_grn(s, training=training)                             # [B, T, H]

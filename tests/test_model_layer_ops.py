@@ -1,11 +1,12 @@
 """The fast building blocks of `lem_model.layers` compute what the plain formulations compute: `dense` (2-D matmul
-on rank-3 inputs, fused bias/activation), `glu` (kernel halves) and `layer_norm` (Keras' LayerNormalization on
-its own weights)."""
+on rank-3 inputs, fused bias/activation), `glu` (kernel halves), `layer_norm` (Keras' LayerNormalization on
+its own weights) and the VSN on rank-1 embeddings (`VariableSelectionNetwork.embed_and_select`)."""
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
-from lem_model.layers import dense, glu, layer_norm
+from lem_model.layers import FeatureEmbedding, VariableSelectionNetwork, dense, glu, layer_norm
 
 
 def _rng_arrays(*shapes, seed=0):
@@ -37,3 +38,34 @@ def test_layer_norm_equals_keras_layer_norm():
     gamma, beta = _rng_arrays((12,), (12,), seed=3)
     norm.set_weights([gamma, beta])
     np.testing.assert_allclose(np.asarray(layer_norm(x, norm)), np.asarray(norm(x)), atol=2e-5)
+
+
+@pytest.mark.parametrize("units", [6, 4])  # units == E: identity skips in the variable GRNs; else linear skips
+def test_vsn_on_rank1_embeddings_equals_vsn_of_embeddings(units):
+    import tensorflow as tf
+
+    b, t, f, e = 3, 5, 4, 6
+    keras.utils.set_random_seed(5)
+    embedding, vsn = FeatureEmbedding(e), VariableSelectionNetwork(units)
+    embedding.build((b, t, f))
+    vsn.build((b, t, f, e))
+    rng = np.random.default_rng(4)
+    for v in embedding.weights + vsn.weights:  # non-zero biases and norm offsets: every folded term matters
+        v.assign(np.asarray(v) + rng.normal(scale=0.3, size=v.shape).astype("float32"))
+    assert (vsn.var_grn.w_skip is None) == (units == e)
+    x = tf.constant(rng.normal(size=(b, t, f)).astype("float32"))
+    weights = embedding.trainable_weights + vsn.trainable_weights
+
+    def value_and_grads(fn):
+        with tf.GradientTape() as tape:
+            y = fn()
+            loss = tf.reduce_sum(tf.sin(3.0 * y))
+        return [y] + tape.gradient(loss, weights)
+
+    want = value_and_grads(lambda: vsn(embedding(x)))
+    got = value_and_grads(lambda: vsn.embed_and_select(x, embedding))
+    assert got[0].shape == (b, t, units)
+    for w, g, name in zip(want, got, ["output"] + [v.path for v in weights]):
+        assert g is not None, name
+        w = np.asarray(w)  # float32 sums in another order: errors scale with the tensor's largest entries
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=3e-5 * np.abs(w).max(), err_msg=name)
