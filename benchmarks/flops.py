@@ -264,11 +264,13 @@ def matmul_floor(model, x, y, min_time_s: float = 0.05, max_copies: int = 64) ->
     counts) is timed in isolation at its own shapes and flags, on the same threads, and the times are summed.
 
     Each distinct product runs in a `tf.function` of `copies` independent instances (one shared random left
-    operand, a distinct right one each; copies chosen so one call does >= ~min_time_s of work; the fastest
-    of 3 calls counts), so per-op dispatch is included once per product as in the real graph. Products inside the XLA-compiled TKAN
-    forward are timed as TensorFlow (oneDNN) products. Everything else (element-wise work, reductions,
-    copies, the optimizer) is excluded: a step cannot take less than this with these products. Returns the
-    floor (s per step), the matmul FLOPs behind it and a table of the heaviest products.
+    operand, a distinct right one each; copies chosen so one call does >= ~min_time_s of work; the fastest of
+    3 calls counts), so per-op dispatch is included once per product as in the real graph. Products inside
+    the XLA-compiled TKAN forward are timed as TensorFlow (oneDNN) products. Everything else (element-wise
+    work, reductions, copies, the optimizer) is excluded: with ops run one at a time (inter-op 1), a step
+    cannot take less than this with these products; with more inter-op threads, concurrent products could in
+    principle do slightly better. Returns the floor (s per step), the matmul FLOPs behind it and the
+    heaviest products.
     """
     from lem_model import tkan_fast
 

@@ -178,12 +178,13 @@ def main():
     mf = results.get(configs[0] + "_matmul_floor")
     if mf:
         floor, flops = mf["matmul_floor_s"], results[configs[0]]["ours"][0]["train_flops_per_sample"] * a.batch
+        step_ms = 1e3 * a.batch / median([r["samples_per_s_median"] for r in results[configs[0]]["ours"]])
         print()
         print(f"Matmul floor ({configs[0]} config, batch {a.batch}): the step's {mf['matmul_floor_executions']} matrix "
               f"products ({mf['matmul_floor_products']} distinct shapes) timed alone sum to {1e3 * floor:.0f} ms "
               f"({mf['matmul_floor_flops'] / floor / 1e9:.1f} GFLOP/s on their own). A step with nothing else "
               f"would reach {flops / floor / 1e9:.1f} GFLOP/s = {100 * flops / floor / 1e9 / peak:.1f}% of the "
-              f"peak; the measured step (median above) is {1e3 * a.batch / median([r['samples_per_s_median'] for r in results[configs[0]]['ours']]):.0f} ms. Heaviest products:")
+              f"peak; the measured step (median above) is {step_ms:.0f} ms. Heaviest products:")
         print(format_table(["op", "operands", "flags", "per step", "ms each", "ms per step", "GFLOP/s"],
                            [[r["op"], " x ".join(str(s_) for s_ in r["shapes"]), str(r["flags"]), r["per_step"],
                              f"{r['ms_each']:.3f}", f"{r['ms_per_step']:.1f}", f"{r['gflops']:.1f}"]
