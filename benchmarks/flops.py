@@ -31,53 +31,45 @@ def _dims(t):
         return None
 
 
-def _matmul_flops(op):
-    a, b = _dims(op.inputs[0]), _dims(op.inputs[1]) if len(op.inputs) > 1 else None
+def _matmul_key(op):
+    """(type, operand shapes, transpose/adjoint flags or equation): what fixes a matrix product's cost; None
+    when a shape is not static (or an einsum uses ellipses)."""
+    shapes = [_dims(t) for t in op.inputs]
+    if any(s is None or None in s for s in shapes):
+        return None
     if op.type == "Einsum":
-        eq = op.get_attr("equation").decode()
-        lhs = eq.split("->")[0].split(",")
+        flags = (op.get_attr("equation").decode(),)
+        if "." in flags[0]:
+            return None
+    elif op.type == "MatMul":
+        flags = (bool(op.get_attr("transpose_a")), bool(op.get_attr("transpose_b")))
+    else:
+        flags = (bool(op.get_attr("adj_x")), bool(op.get_attr("adj_y")))
+    return (op.type, tuple(tuple(s) for s in shapes), flags)
+
+
+def _key_flops(key):
+    """FLOPs of one product given its `_matmul_key`: 2*batch*M*N*K (einsum: 2 * product of all index sizes for
+    two operands)."""
+    kind, shapes, flags = key
+    if kind == "Einsum":
+        lhs = flags[0].split("->")[0].split(",")
         sizes = {}
-        for term, shape in zip(lhs, [_dims(t) for t in op.inputs]):
-            if shape is None or "." in term:
-                return None
-            for ch, n in zip(term, shape):
-                if n is None:
-                    return None
-                sizes[ch] = n
+        for term, shape in zip(lhs, shapes):
+            sizes.update(zip(term, shape))
         n = 1
         for v in sizes.values():
             n *= v
         return 2 * n if len(lhs) == 2 else n
-    if a is None or b is None or None in a or None in b:
-        return None
-    if op.type == "MatMul":
-        m, k = (a[1], a[0]) if op.get_attr("transpose_a") else (a[0], a[1])
-        n = b[0] if op.get_attr("transpose_b") else b[1]
-        return 2 * m * n * k
-    adj_x = op.get_attr("adj_x")
-    adj_y = op.get_attr("adj_y")
-    m, k = (a[-1], a[-2]) if adj_x else (a[-2], a[-1])
-    n = b[-2] if adj_y else b[-1]
-    batch_a, batch_b = a[:-2], b[:-2]
-    rank = max(len(batch_a), len(batch_b))
-    batch_a = [1] * (rank - len(batch_a)) + batch_a
-    batch_b = [1] * (rank - len(batch_b)) + batch_b
+    a, b = shapes[:2]
+    ta, tb = flags
+    m, k = (a[-1], a[-2]) if ta else (a[-2], a[-1])
+    n = b[-2] if tb else b[-1]
+    rank = max(len(a), len(b)) - 2
     batch = 1
-    for x, y in zip(batch_a, batch_b):
-        batch *= max(x, y)
+    for u, v in zip([1] * (rank - len(a) + 2) + list(a[:-2]), [1] * (rank - len(b) + 2) + list(b[:-2])):
+        batch *= max(u, v)
     return 2 * batch * m * n * k
-
-
-def _matmul_key(op):
-    """(type, operand shapes, transpose/adjoint flags or equation): what fixes a matrix product's cost."""
-    shapes = tuple(tuple(_dims(t)) for t in op.inputs[:2])
-    if op.type == "MatMul":
-        flags = (bool(op.get_attr("transpose_a")), bool(op.get_attr("transpose_b")))
-    elif op.type == "Einsum":
-        flags = (op.get_attr("equation").decode(),)
-    else:
-        flags = (bool(op.get_attr("adj_x")), bool(op.get_attr("adj_y")))
-    return (op.type, shapes, flags)
 
 
 def _registered_flops(op):
@@ -186,12 +178,13 @@ class FlopCounter:
                 self.merge(max(subs, key=lambda c: c.matmul_flops + c.other_flops))
                 continue
             if op.type in _MATMUL_OPS:
-                f = _matmul_flops(op)
-                if f is None:
+                key = _matmul_key(op)
+                if key is None:
                     self.uncounted_types[op.type + "(unknown shape)"] += mult
                     continue
+                f = _key_flops(key)
                 self.matmul_flops += f * mult
-                self.matmuls[_matmul_key(op)] += mult
+                self.matmuls[key] += mult
             else:
                 f = _registered_flops(op)
                 if f is None:
@@ -291,26 +284,6 @@ def matmul_floor(model, x, y, min_time_s: float = 0.05, max_copies: int = 64) ->
     return {"matmul_floor_s": total_s, "matmul_floor_flops": total_flops, "matmul_floor_products": len(rows),
             "matmul_floor_executions": int(sum(counter.matmuls.values())), "matmul_floor_top": rows[:15],
             "matmul_floor_time_s": time.perf_counter() - t0}
-
-
-def _key_flops(key):
-    kind, shapes, flags = key
-    a, b = shapes
-    if kind == "Einsum":
-        sizes = {}
-        for term, shape in zip(flags[0].split("->")[0].split(","), shapes):
-            sizes.update(zip(term, shape))
-        n = 1
-        for v in sizes.values():
-            n *= v
-        return 2 * n
-    ta, tb = flags
-    m, k = (a[-1], a[-2]) if ta else (a[-2], a[-1])
-    n = b[-2] if tb else b[-1]
-    batch = 1
-    for u, v in zip([1] * (len(b) - len(a)) + list(a[:-2]), [1] * (len(a) - len(b)) + list(b[:-2])):
-        batch *= max(u, v)
-    return 2 * batch * m * n * k
 
 
 def _time_product(kind, shapes, flags, flops, min_time_s, max_copies):
