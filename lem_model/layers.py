@@ -32,6 +32,16 @@ def dense(x, kernel, bias=None, activation=None):
     return y if lead is None else ops.reshape(y, (*lead, kernel.shape[-1]))
 
 
+def matmul_t(a, b):
+    """a^T @ b over the last two axes: a [..., k, m], b [..., k, n] -> [..., m, n]. On TensorFlow one matmul with
+    its adjoint flag, whose gradients then need no transposes either (a transpose op would be folded into the
+    forward product by grappler, but not out of the backward); elsewhere `ops.matmul` of the transpose."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.linalg.matmul(a, b, adjoint_a=True)
+    return ops.matmul(ops.swapaxes(a, -1, -2), b)
+
+
 def glu(x, kernel, bias, dense_fn=None):
     """Gated linear unit sigmoid(x Wg + bg) * (x Wv + bv) from a kernel [..., i, 2o] and bias [..., 2o] laid out
     [gate | value] -> [..., o]. Two matmuls on the kernel's halves rather than one matmul and a split: the split
@@ -299,8 +309,8 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         R_{k+1} = R_k - a_k, R_0 = 1, and the last step takes the remainder a_{N-1} = R_{N-1}.
     Fused weights hold one independent (randomly initialised) MLP per (step, path), so scenarios start
     with different schedules. The first layer's step-input term is one 2-D matmul per step over all paths
-    (`w_in` is [N-1, D, P*H]); the terms that depend on earlier allocations run in [P, B, .] layout
-    (batched matmuls, no per-path Python loops).
+    (`w_in` is [N-1, D, P*H]); the terms that depend on earlier allocations run as batched matmuls over the
+    paths in a feature-major [P, H, B] layout (no per-path Python loops).
     """
 
     def __init__(self, n_steps: int, num_paths: int, hidden_dim: int, num_layers: int = 2,
@@ -339,31 +349,35 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         variant gathers per-row weights (~B x 1/P of the allocator's weights): meant for small batches (live
         orders); for large batches take the full output and index it."""
         n, p, h = self.n_steps, self.num_paths, self.hidden_dim
+        nd = self.w_in.shape[0]
         r_min = ops.reshape(min_rate, (1, -1))  # [1, B], broadcast over paths
         r_max = ops.reshape(max_rate, (1, -1))
         if paths is not None:
             return self._call_paths(inputs, r_min, r_max, ops.cast(ops.reshape(paths, (-1,)), "int32"))
+        # Feature-major layout: activations [P, Hf, B] (batch innermost). The first layer's [P*Hf, B] product is
+        # then already [P, Hf, B] (no per-step transpose of the activation and of its gradient), and the
+        # per-path products are W^T @ x with the batch as their wide dimension.
         # Per-step weights, unstacked once (views, no copy): slicing a stacked weight inside the loop would
         # make every step's gradient a zero tensor of the full stack (StridedSliceGrad), summed over steps.
-        w_in = ops.unstack(self.w_in, axis=0)
-        b_in, w_prev = ops.unstack(self.b_in, axis=0), ops.unstack(self.w_prev, axis=0)
-        w_hidden = [ops.unstack(w, axis=0) for w in self.w_hidden]
-        b_hidden = [ops.unstack(b, axis=0) for b in self.b_hidden]
-        w_out, b_out = ops.unstack(self.w_out, axis=0), ops.unstack(self.b_out, axis=0)
-        steps = ops.unstack(inputs, axis=1)                                     # N x [B, D]
+        w_in = ops.unstack(self.w_in, axis=0)                                   # nd x [D, P*Hf]
+        w_prev, w_out = ops.unstack(self.w_prev, axis=0), ops.unstack(self.w_out, axis=0)
+        w_hidden = [ops.unstack(w, axis=0) for w in self.w_hidden]             # nd x [P, Hf, Hf]
+        column = lambda b: ops.reshape(b, (nd, p, -1, 1))                      # [nd, P, 1, o] -> [nd, P, o, 1]
+        b_in, b_out = ops.unstack(column(self.b_in), axis=0), ops.unstack(self.b_out, axis=0)
+        b_hidden = [ops.unstack(column(b), axis=0) for b in self.b_hidden]
+        steps = ops.unstack(ops.transpose(inputs, (1, 2, 0)), axis=0)           # N x [D, B]
         remaining = ops.ones_like(r_min) + ops.zeros((p, 1), dtype=r_min.dtype)  # [P, B]
         allocs = []
         for k in range(n - 1):
-            # first-layer term from step k's inputs, all paths in one 2-D matmul: [B, D] @ [D, P*H]
-            z = ops.matmul(steps[k], w_in[k])                                   # [B, P*H]
-            z = ops.transpose(ops.reshape(z, (-1, p, h)), (1, 0, 2)) + b_in[k]  # [P, B, H]
+            # first-layer term from step k's inputs, all paths in one 2-D matmul: [D, P*Hf]^T @ [D, B]
+            z = ops.reshape(matmul_t(w_in[k], steps[k]), (p, h, -1)) + b_in[k]  # [P, Hf, B]
             if k > 0:
-                prev = ops.stack(allocs, axis=-1)                       # [P, B, k]
-                z = z + ops.matmul(prev, w_prev[k][:, :k, :])           # [P, B, H]
+                prev = ops.stack(allocs, axis=1)                                 # [P, k, B]
+                z = z + matmul_t(w_prev[k][:, :k], prev)                             # [P, Hf, B]
             x = self.act(z)
             for w, b in zip(w_hidden, b_hidden):
-                x = self.act(ops.matmul(x, w[k]) + b[k])
-            raw = ops.softplus(ops.matmul(x, w_out[k]) + b_out[k])[..., 0]     # [P, B]
+                x = self.act(matmul_t(w[k], x) + b[k])
+            raw = ops.softplus(matmul_t(w_out[k], x) + b_out[k])[:, 0]              # [P, B]
             a = self._constrain(raw, remaining, r_min, r_max, k)
             allocs.append(a)
             remaining = remaining - a

@@ -1,12 +1,12 @@
 """The fast building blocks of `lem_model.layers` compute what the plain formulations compute: `dense` (2-D matmul
-on rank-3 inputs, fused bias/activation), `glu` (kernel halves), `layer_norm` (Keras' LayerNormalization on
+on rank-3 inputs, fused bias/activation), `glu` (kernel halves), `matmul_t` (a^T @ b by the matmul's adjoint flag), `layer_norm` (Keras' LayerNormalization on
 its own weights) and the VSN on rank-1 embeddings (`VariableSelectionNetwork.embed_and_select`)."""
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from lem_model.layers import FeatureEmbedding, VariableSelectionNetwork, dense, glu, layer_norm
+from lem_model.layers import FeatureEmbedding, VariableSelectionNetwork, dense, glu, layer_norm, matmul_t
 
 
 def _rng_arrays(*shapes, seed=0):
@@ -28,6 +28,23 @@ def test_glu_equals_split_formulation():
     z = np.einsum("btd,do->bto", x, w) + b
     want = 1.0 / (1.0 + np.exp(-z[..., :5])) * z[..., 5:]
     np.testing.assert_allclose(np.asarray(glu(x, w, b)), want, atol=1e-5)
+
+
+def test_matmul_t_and_its_gradients_equal_the_transposed_product():
+    import tensorflow as tf
+
+    a, b, g = (tf.constant(v) for v in _rng_arrays((3, 4, 5), (3, 4, 6), (3, 5, 6), seed=6))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([a, b])
+        got = matmul_t(a, b)
+        want = tf.matmul(tf.transpose(a, (0, 2, 1)), b)
+        got_loss, want_loss = tf.reduce_sum(got * g), tf.reduce_sum(want * g)
+    assert got.shape == (3, 5, 6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    for x in (a, b):
+        np.testing.assert_allclose(np.asarray(tape.gradient(got_loss, x)), np.asarray(tape.gradient(want_loss, x)),
+                                   atol=1e-5)
+    np.testing.assert_allclose(np.asarray(matmul_t(a[0], b[0])), np.asarray(a[0]).T @ np.asarray(b[0]), atol=1e-5)
 
 
 def test_layer_norm_equals_keras_layer_norm():
