@@ -32,14 +32,34 @@ def dense(x, kernel, bias=None, activation=None):
     return y if lead is None else ops.reshape(y, (*lead, kernel.shape[-1]))
 
 
+#: Up to this many columns in `matmul_t`'s right operand (e.g. a batch of <= 16 orders in the allocator's
+#: [P, H, B] layout), a^T @ b is computed as (b^T @ a)^T: a vector-matrix product reads the weights a in their
+#: stored order, which oneDNN does ~2x faster than through the adjoint flag (batch 1, 2 CPU cores).
+MATMUL_T_NARROW = 16
+
+
 def matmul_t(a, b):
-    """a^T @ b over the last two axes: a [..., k, m], b [..., k, n] -> [..., m, n]. On TensorFlow one matmul with
-    its adjoint flag, whose gradients then need no transposes either (a transpose op would be folded into the
-    forward product by grappler, but not out of the backward); elsewhere `ops.matmul` of the transpose."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    """a^T @ b over the last two axes: a [..., k, m], b [..., k, n] -> [..., m, n].
+
+    On TensorFlow: one matmul with a's adjoint flag, whose gradients need no transposes either (a transpose op
+    would be folded into the forward product by grappler, but not out of the backward); for narrow b (n <=
+    `MATMUL_T_NARROW`, decided at run time when n is not static) (b^T @ a)^T instead. Elsewhere `ops.matmul`
+    of the transpose."""
+    swap = lambda t: ops.swapaxes(t, -1, -2)
+    if keras.backend.backend() != "tensorflow":
+        return ops.matmul(swap(a), b)
+    import tensorflow as tf
+
+    def wide():
         return tf.linalg.matmul(a, b, adjoint_a=True)
-    return ops.matmul(ops.swapaxes(a, -1, -2), b)
+
+    def narrow():
+        return swap(tf.linalg.matmul(b, a, adjoint_a=True))
+
+    n = b.shape[-1]
+    if n is not None:
+        return narrow() if n <= MATMUL_T_NARROW else wide()
+    return tf.cond(tf.shape(b)[-1] <= MATMUL_T_NARROW, narrow, wide)
 
 
 def glu(x, kernel, bias, dense_fn=None):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lem_model.layers import FeatureEmbedding, VariableSelectionNetwork, dense, glu, layer_norm, matmul_t
+from lem_model.layers import (MATMUL_T_NARROW, FeatureEmbedding, VariableSelectionNetwork, dense, glu, layer_norm,
+                              matmul_t)
 
 
 def _rng_arrays(*shapes, seed=0):
@@ -30,20 +31,28 @@ def test_glu_equals_split_formulation():
     np.testing.assert_allclose(np.asarray(glu(x, w, b)), want, atol=1e-5)
 
 
-def test_matmul_t_and_its_gradients_equal_the_transposed_product():
+@pytest.mark.parametrize("n", [1, MATMUL_T_NARROW + 1])  # both forms: (b^T a)^T for narrow b, a's adjoint else
+@pytest.mark.parametrize("static", [True, False])        # n known when traced, or decided at run time
+def test_matmul_t_and_its_gradients_equal_the_transposed_product(n, static):
     import tensorflow as tf
 
-    a, b, g = (tf.constant(v) for v in _rng_arrays((3, 4, 5), (3, 4, 6), (3, 5, 6), seed=6))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([a, b])
-        got = matmul_t(a, b)
-        want = tf.matmul(tf.transpose(a, (0, 2, 1)), b)
-        got_loss, want_loss = tf.reduce_sum(got * g), tf.reduce_sum(want * g)
-    assert got.shape == (3, 5, 6)
+    a, b, g = (tf.constant(v) for v in _rng_arrays((3, 4, 5), (3, 4, n), (3, 5, n), seed=6))
+    spec = [tf.TensorSpec((3, 4, 5)), tf.TensorSpec((3, 4, n) if static else (3, 4, None))]
+
+    @tf.function(input_signature=spec)
+    def value_and_grads(a, b):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([a, b])
+            got = matmul_t(a, b)
+            want = tf.matmul(tf.transpose(a, (0, 2, 1)), b)
+            got_loss, want_loss = tf.reduce_sum(got * g), tf.reduce_sum(want * g)
+        return got, want, tape.gradient(got_loss, [a, b]), tape.gradient(want_loss, [a, b])
+
+    got, want, got_grads, want_grads = value_and_grads(a, b)
+    assert got.shape == (3, 5, n)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
-    for x in (a, b):
-        np.testing.assert_allclose(np.asarray(tape.gradient(got_loss, x)), np.asarray(tape.gradient(want_loss, x)),
-                                   atol=1e-5)
+    for got_grad, want_grad in zip(got_grads, want_grads):
+        np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), atol=1e-5)
     np.testing.assert_allclose(np.asarray(matmul_t(a[0], b[0])), np.asarray(a[0]).T @ np.asarray(b[0]), atol=1e-5)
 
 
