@@ -227,10 +227,12 @@ class VariableSelectionNetwork(keras.layers.Layer):
         x_t = ops.expand_dims(ops.transpose(rows), -1)                           # [F, BT, 1]
         w3, b3 = ops.expand_dims(w, 1), ops.expand_dims(b, 1)                    # [F, 1, E]
 
+        # x_t times a row [F, 1, o] as a K=1 batched matmul rather than a broadcast multiply: its gradients are
+        # then batched matmuls too (d x_t, d row), not full-size [F, BT, o] products reduced afterwards.
         def grouped_affine(m, bias=0.0):  # per-feature embeddings [F, BT, E] @ m [F, E, o] + bias -> [F, BT, o]
-            return x_t * ops.matmul(w3, m) + (ops.matmul(b3, m) + bias)
+            return ops.matmul(x_t, ops.matmul(w3, m)) + (ops.matmul(b3, m) + bias)
 
-        skip = x_t * w3 + b3 if vg.w_skip is None else grouped_affine(vg.w_skip)
+        skip = ops.matmul(x_t, w3) + b3 if vg.w_skip is None else grouped_affine(vg.w_skip)
         xi = vg.from_first_layer(ops.elu(grouped_affine(vg.w2, vg.b2)), skip, training=training)
         return self._select(weights, xi, t)
 
