@@ -395,11 +395,11 @@ class StepwiseFusedAllocator(keras.layers.Layer):
             z = ops.reshape(matmul_t(w_in[k], steps[k]), (p, h, -1)) + b_in[k]  # [P, Hf, B]
             if k > 0:
                 prev = ops.stack(allocs, axis=1)                                 # [P, k, B]
-                z = z + matmul_t(w_prev[k][:, :k], prev)                             # [P, Hf, B]
+                z = z + matmul_t(w_prev[k][:, :k], prev)                         # [P, Hf, B]
             x = self.act(z)
             for w, b in zip(w_hidden, b_hidden):
                 x = self.act(matmul_t(w[k], x) + b[k])
-            raw = ops.softplus(matmul_t(w_out[k], x) + b_out[k])[:, 0]              # [P, B]
+            raw = ops.softplus(matmul_t(w_out[k], x) + b_out[k])[:, 0]          # [P, B]
             a = self._constrain(raw, remaining, r_min, r_max, k)
             allocs.append(a)
             remaining = remaining - a
