@@ -1,10 +1,12 @@
 """The one-scenario path (`LargeExecutionModel.allocate_scenario`, the `serve_scenario` signature's model
 call): the same fractions as the full output at that scenario, in eager mode and in traced inference (XLA for
-small batches, plain above `XLA_MAX_BATCH`), and causal in the same way."""
+small batches, plain above `XLA_MAX_BATCH`; both forms of the full allocator's products), and causal in the
+same way."""
 import numpy as np
 import pytest
 
 from lem_model import layout
+from lem_model.layers import MATMUL_T_NARROW
 from lem_model.model import XLA_MAX_BATCH
 from lem_model_testutils import TINY, random_inputs, tiny_model
 
@@ -30,7 +32,9 @@ def test_allocate_scenario_equals_the_full_output_at_that_scenario(recurrent):
     import tensorflow as tf
     model = tiny_model(recurrent)
     rng = np.random.default_rng(0)
-    for batch in (1, 3, XLA_MAX_BATCH + 3):        # XLA-compiled (padded) and plain traced paths
+    # XLA-compiled (padded) and plain traced paths; above MATMUL_T_NARROW the full allocator takes the
+    # adjoint form of its per-path products (the training form), below it the transposed one
+    for batch in (1, 3, XLA_MAX_BATCH + 3, MATMUL_T_NARROW + 5):
         x = random_inputs(batch, seed=batch, max_rate=0.4)
         scenario = rng.integers(0, P, size=batch)
         full = np.asarray(model(x)).reshape(batch, N, P)[np.arange(batch), :, scenario]
