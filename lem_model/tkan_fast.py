@@ -197,7 +197,7 @@ def _while_sequence(cell, x, squash_candidate, stash):
                 dh = dh + dyt[t]
                 dr = dh * r["a_r"]                                         # d output-gate pre-activation
                 dc = dc + dh * r["a_c"]
-                dp = tf.reshape(dc[:, None] * tf.reshape(r["m"], (-1, 3, u)), (-1, 3 * u))  # d gate pre-acts
+                dp = tf.tile(dc, (1, 3)) * r["m"]                                # d gate pre-activations
                 dsub = tf.matmul(dr, w_agg_t) + ds * mix_out
                 da = tf.matmul(tf.matmul(dsub, w_kan_t) * r["dfeats"], spread)   # d layer-norm output
                 dxhat, xhat = da * gamma, r["xhat"]

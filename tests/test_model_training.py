@@ -27,3 +27,40 @@ def test_training_lowers_the_loss(data, recurrent):
     assert after["loss"] < before["loss"] - 1e-4, (before["loss"], after["loss"])
     if with_metrics:  # slippage metrics are reported in bps for every path
         assert {"buy_vwap_volume_bps", "sell_twap_notional_bps", "match_vwap_abs_bps"} <= set(after)
+
+
+@pytest.mark.parametrize("recurrent", ["tkan", "lstm"])
+@pytest.mark.parametrize("batch", [7, 1])
+def test_training_context_in_batch_chunks_changes_nothing(recurrent, batch, monkeypatch):
+    # `TRAIN_CONTEXT_CHUNKS`: in a traced training step with >= 2 inter-op threads, the context block runs on two
+    # batch chunks (batch of unknown size, as in the Trainer; batch 1 leaves one chunk empty). Same allocations
+    # and gradients as one pass.
+    import tensorflow as tf
+    from lem_model import model as model_module
+    from lem_model_testutils import random_inputs
+
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 2)
+    model = tiny_model(recurrent)
+    x = {k: tf.constant(v) for k, v in random_inputs(batch, seed=3, scale=2.0).items()}
+    spec = {k: tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for k, v in x.items()}
+    chunk_counts = []
+    monkeypatch.setattr(model_module, "_in_chunks",
+                        lambda fn, v, n, f=model_module._in_chunks: chunk_counts.append(n) or f(fn, v, n))
+
+    def step(inputs):
+        with tf.GradientTape() as tape:
+            out = model(inputs, training=True)
+            w = tf.reshape(tf.sin(tf.range(np.prod(out.shape[1:]), dtype=out.dtype)), out.shape[1:])
+            loss = tf.reduce_sum(out * w)  # every output position with its own weight
+        return out, tape.gradient(loss, model.trainable_weights)
+
+    got, got_grads = tf.function(step, input_signature=[spec])(x)
+    assert chunk_counts == [2]
+    monkeypatch.setattr(model_module, "TRAIN_CONTEXT_CHUNKS", 1)
+    ref, ref_grads = tf.function(step, input_signature=[spec])(x)
+    assert chunk_counts == [2]  # no cut with TRAIN_CONTEXT_CHUNKS = 1
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-6, rtol=0)
+    assert len(got_grads) == len(ref_grads) > 20
+    for r, g in zip(ref_grads, got_grads):
+        assert g is not None
+        np.testing.assert_allclose(g.numpy(), r.numpy(), atol=1e-5 * max(1.0, np.abs(r.numpy()).max()), rtol=0)
