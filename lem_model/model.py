@@ -280,8 +280,8 @@ def _small_batch_xla(fn, *xs):
 #: separate subgraphs, when TensorFlow has as many inter-op threads (its default: one per core) to run them at the
 #: same time; the allocator still sees the whole batch. Much of the context block is one thread's work: the
 #: recurrent loop's element-wise steps between short products on all cores, TensorFlow's small element-wise ops.
-#: Measured on 2 CPU cores, paper config, batch 256, inter-op 2: train step 1.36-1.38 -> 1.29-1.30 s. With one
-#: inter-op thread the chunks would run one after the other: no cut. 1 disables it.
+#: Measured on 2 CPU cores, paper config, batch 256, inter-op 2: train step 1.36-1.37 -> 1.31-1.32 s (median of 8
+#: steps, 2 process pairs). With one inter-op thread the chunks would run one after the other: no cut. 1 disables it.
 TRAIN_CONTEXT_CHUNKS = 2
 #: ... and only when every chunk has at least this many rows (a batch of unknown size is cut).
 MIN_CHUNK_ROWS = 32
