@@ -138,10 +138,11 @@ class LargeExecutionModel(keras.Model):
 
     def call(self, inputs, training=None):
         x, min_rate, max_rate = self._clean_inputs(inputs)
+        chunks = _context_chunks(x) if training else 1
         if self._xla_inference(training):
             c = _small_batch_xla(lambda bars_in: self._context(bars_in, False), x)
-        elif training and _context_chunks(x) > 1:
-            c = _in_chunks(lambda part: self._context(part, training), x, _context_chunks(x))
+        elif chunks > 1:
+            c = _in_chunks(lambda part: self._context(part, training), x, chunks)
         else:
             c = self._context(x, training)                                      # [B, N, H]
         alloc = self.allocator(self._step_inputs(c, x, min_rate, max_rate), min_rate, max_rate)  # [B, N, P]
@@ -290,7 +291,8 @@ MIN_CHUNK_ROWS = 32
 def _context_chunks(x) -> int:
     """How many batch chunks of x [B, ...] the training context block runs in (see `TRAIN_CONTEXT_CHUNKS`)."""
     n = TRAIN_CONTEXT_CHUNKS
-    if n < 2 or keras.backend.backend() != "tensorflow" or (x.shape[0] is not None and x.shape[0] < n * MIN_CHUNK_ROWS):
+    too_small = x.shape[0] is not None and x.shape[0] < n * MIN_CHUNK_ROWS
+    if n < 2 or too_small or keras.backend.backend() != "tensorflow":
         return 1
     import tensorflow as tf
 
@@ -304,9 +306,10 @@ def _in_chunks(fn, x, n):
     """fn(x) for a row-wise fn, computed as concat(fn(chunk) for n batch chunks of x [B, ...]) (TensorFlow)."""
     import tensorflow as tf
 
-    b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]  # static chunk shapes when the batch is known
+    static = x.shape[0] is not None  # then the chunks keep static shapes
+    b = x.shape[0] if static else tf.shape(x)[0]
     sizes = [b // n] * (n - 1) + [b - (n - 1) * (b // n)]
-    return tf.concat([fn(part) for part in tf.split(x, sizes if x.shape[0] is not None else tf.stack(sizes), num=n)], 0)
+    return tf.concat([fn(part) for part in tf.split(x, sizes if static else tf.stack(sizes), num=n)], 0)
 
 
 def build_lem(num_features: int | None = None, batch_size: int | None = None, **hyperparams) -> LargeExecutionModel:
