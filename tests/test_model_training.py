@@ -64,3 +64,21 @@ def test_training_context_in_batch_chunks_changes_nothing(recurrent, batch, monk
     for r, g in zip(ref_grads, got_grads):
         assert g is not None
         np.testing.assert_allclose(g.numpy(), r.numpy(), atol=1e-5 * max(1.0, np.abs(r.numpy()).max()), rtol=0)
+
+
+def test_context_chunks_only_where_they_can_run_together(monkeypatch):
+    # the cut needs a traced graph, >= 2 inter-op threads and >= MIN_CHUNK_ROWS rows per chunk when the batch is known
+    import tensorflow as tf
+    from lem_model import model as model_module
+
+    def chunks(batch, inter_op):
+        monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: inter_op)
+        seen = []
+        tf.function(lambda v: seen.append(model_module._context_chunks(v)) or v,
+                    input_signature=[tf.TensorSpec([batch, 3, 2], tf.float32)]).get_concrete_function()
+        return seen[0]
+
+    assert chunks(256, 2) == 2 and chunks(None, 2) == 2
+    assert chunks(256, 1) == 1                                        # one inter-op thread: chunks would serialise
+    assert chunks(2 * model_module.MIN_CHUNK_ROWS - 1, 2) == 1
+    assert model_module._context_chunks(tf.zeros((256, 3, 2))) == 1   # eager: nothing runs concurrently
