@@ -71,3 +71,24 @@ def test_format_table_aligns_columns():
     lines = format_table(["a", "long header"], [[1, 2], ["wide cell", 3]]).splitlines()
     assert len({len(l) for l in lines}) == 1
     assert lines[0].startswith("| a ") and "long header" in lines[0]
+
+
+def test_step_ab_settings_hold_while_a_variant_is_traced_and_are_restored():
+    """benchmarks/step_ab.py: `module.NAME=literal` settings apply inside `applied` only (also when it raises);
+    malformed ones are refused with a message."""
+    import argparse
+
+    import lem_model.model as model_module
+    import step_ab
+
+    before = model_module.TRAIN_CONTEXT_CHUNKS
+    setting = step_ab.parse_setting("lem_model.model.TRAIN_CONTEXT_CHUNKS=1")
+    assert setting == (model_module, "TRAIN_CONTEXT_CHUNKS", 1)
+    with pytest.raises(RuntimeError):
+        with step_ab.applied([setting]):
+            assert model_module.TRAIN_CONTEXT_CHUNKS == 1
+            raise RuntimeError("tracing failed")
+    assert model_module.TRAIN_CONTEXT_CHUNKS == before
+    for bad in ("TRAIN_CONTEXT_CHUNKS=1", "lem_model.model.NO_SUCH_NAME=1", "lem_model.model.TRAIN_CONTEXT_CHUNKS=x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            step_ab.parse_setting(bad)
