@@ -33,6 +33,18 @@ def synthetic_windows(rng, batch, lookback, n_ahead, norm_window=NORM_WINDOW, fr
     return volume, (volume * vwap).astype("float32"), timestamp, np.full((batch,), freq_minutes, "int64")
 
 
+def training_batch(rng, batch, lookback, n_ahead):
+    """One training batch for OUR model from `synthetic_windows` through the feature builder: inputs dict
+    (`bars` [B, L+N, F], `min_rate` 0, `max_rate` 1) and `labels`, as TensorFlow tensors."""
+    import tensorflow as tf
+    from lem_model.features import build_features_numpy
+
+    feats = build_features_numpy(*synthetic_windows(rng, batch, lookback, n_ahead), norm_window=NORM_WINDOW,
+                                 lookback=lookback, n_ahead=n_ahead)
+    x = {"bars": tf.constant(feats["bars"]), "min_rate": tf.zeros((batch, 1)), "max_rate": tf.ones((batch, 1))}
+    return x, tf.constant(feats["labels"])
+
+
 def main():
     p = argparse.ArgumentParser()
     for name, default in [("lookback", 120), ("n-ahead", 12), ("hidden", 200), ("embedding", 20), ("heads", 8),
@@ -54,15 +66,10 @@ def main():
     pin_tf_threads(tf, a.threads, a.inter_threads)
     import keras
     import lem_model
-    from lem_model.features import NUM_BAR_FEATURES, build_features_numpy
+    from lem_model.features import NUM_BAR_FEATURES
 
     keras.utils.set_random_seed(a.seed)
-    rng = np.random.default_rng(a.seed)
-    volume, quote_volume, timestamp, freq = synthetic_windows(rng, a.batch, a.lookback, a.n_ahead)
-    feats = build_features_numpy(volume, quote_volume, timestamp, freq, norm_window=NORM_WINDOW,
-                                 lookback=a.lookback, n_ahead=a.n_ahead)
-    x = {"bars": tf.constant(feats["bars"]), "min_rate": tf.zeros((a.batch, 1)), "max_rate": tf.ones((a.batch, 1))}
-    y = tf.constant(feats["labels"])
+    x, y = training_batch(np.random.default_rng(a.seed), a.batch, a.lookback, a.n_ahead)
 
     hp = dict(lookback=a.lookback, n_ahead=a.n_ahead, hidden_size=a.hidden, num_embedding=a.embedding,
               num_heads=a.heads, fused_mlp_hidden_dim=a.fused)

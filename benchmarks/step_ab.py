@@ -69,19 +69,15 @@ def main():
     pin_tf_threads(tf, a.threads, a.inter_threads)
     import keras
     import lem_model
-    from lem_model.features import NUM_BAR_FEATURES, build_features_numpy
-    from ours_driver import NORM_WINDOW, synthetic_windows
+    from lem_model.features import NUM_BAR_FEATURES
+    from ours_driver import training_batch
 
     try:
         settings = {"A": [parse_setting(s) for s in a.a], "B": [parse_setting(s) for s in a.b]}
     except (argparse.ArgumentTypeError, ImportError) as e:
         p.error(str(e))
     cfg = CONFIGS[a.config]
-    rng = np.random.default_rng(0)
-    feats = build_features_numpy(*synthetic_windows(rng, a.batch, cfg["lookback"], cfg["n_ahead"]),
-                                 norm_window=NORM_WINDOW, lookback=cfg["lookback"], n_ahead=cfg["n_ahead"])
-    x = {"bars": tf.constant(feats["bars"]), "min_rate": tf.zeros((a.batch, 1)), "max_rate": tf.ones((a.batch, 1))}
-    y = tf.constant(feats["labels"])
+    x, y = training_batch(np.random.default_rng(0), a.batch, cfg["lookback"], cfg["n_ahead"])
     hp = dict(lookback=cfg["lookback"], n_ahead=cfg["n_ahead"], hidden_size=cfg["hidden"],
               num_embedding=cfg["embedding"], num_heads=cfg["heads"], fused_mlp_hidden_dim=cfg["fused"])
     info = machine_info()
@@ -98,7 +94,7 @@ def main():
                 model.train_on_batch(x, y)
         models[name] = model
     for model in models.values():  # one more untimed step each: the first step after the other model's
-        model.train_on_batch(x, y)     # warm-up was measured up to ~1 s slow (memory pools regrowing)
+        model.train_on_batch(x, y)     # warm-up was measured up to ~1 s slow (cause not investigated)
     times = {name: [] for name in models}
     for i in range(a.steps):
         for name in (("A", "B") if i % 2 == 0 else ("B", "A")):
