@@ -8,7 +8,7 @@ does not suffer from that drift.
 A setting is `module.ATTRIBUTE=VALUE` (VALUE a Python literal), applied while that variant's model is built
 and its train step traced (the first steps), then restored. Example, session 6's context chunks:
 
-    .venv/bin/python benchmarks/step_ab.py --inter-threads 2 \\
+    .venv/bin/python benchmarks/step_ab.py \\
         --a lem_model.model.TRAIN_CONTEXT_CHUNKS=1 --b lem_model.model.TRAIN_CONTEXT_CHUNKS=2
 """
 import argparse
@@ -59,10 +59,11 @@ def main():
     p.add_argument("--config", choices=sorted(CONFIGS), default="paper")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--inter-threads", type=int, default=1)
+    p.add_argument("--inter-threads", type=int, default=None, help="default: = --threads (as train_throughput.py)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant (tracing included)")
     p.add_argument("--steps", type=int, default=12, help="timed steps per variant, alternating")
     a = p.parse_args()
+    a.inter_threads = a.inter_threads or a.threads
 
     import numpy as np
     import tensorflow as tf

@@ -1,7 +1,9 @@
 """Training throughput of OUR LEM against the reference `lems==0.1.1`, same machine, same backend, interleaved.
 
 For each configuration it alternates subprocess runs ours / reference (order flipped every repeat), each
-process pinned to the same TensorFlow threads (`_common.pinned_env`), measures steady-state `train_on_batch`
+process pinned to the same TensorFlow threads (`_common.pinned_env`; by default TensorFlow's own default on this
+2-core machine, which is what the Trainer runs: intra-op = inter-op = 2; `--inter-threads 1` runs one op at a
+time, the protocol of the sessions before 8), measures steady-state `train_on_batch`
 samples/s after warm-up (median over timed windows; the table shows the median over processes) and the batch-1
 forward latency; counts our model's FLOPs per training sample on the traced train step (`flops.py`); and
 measures the machine's fp32 matmul peak (large `tf.matmul`, same threads; also with 1 thread, to detect the
@@ -9,6 +11,7 @@ VM's one-core mode or contention) before and after, so achieved GFLOP/s can be c
 
 Prereq: benchmarks/setup_reference_venv.sh (builds benchmarks/.venv-ref with lems 0.1.1).
 Usage:  .venv/bin/python benchmarks/train_throughput.py [--configs paper,small] [--repeats 2] [--threads 2]
+        [--inter-threads N] (default: = --threads)
         [--block-profile]   (adds a per-layer fwd+bwd time profile of our model at the first config)
         [--matmul-floor]    (adds the matmul floor of our training step at the first config: every matrix
                              product timed alone at its shapes, summed; `flops.matmul_floor`)
@@ -63,7 +66,9 @@ def main():
     p.add_argument("--repeats", type=int, default=2, help="processes per implementation and config")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--inter-threads", type=int, default=1)
+    p.add_argument("--inter-threads", type=int, default=None,
+                   help="TF inter-op threads for both implementations (default: = --threads, i.e. TensorFlow's own "
+                        "default of one per core here, which the Trainer runs with; 1 = one op at a time)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per process (tracing + first steps)")
     p.add_argument("--windows", type=int, default=2, help="timed windows per process")
     p.add_argument("--min-window-s", type=float, default=6.0, help="each timed window lasts at least this")
@@ -77,6 +82,7 @@ def main():
     if not os.path.exists(REF_PYTHON):
         sys.exit(f"missing {REF_PYTHON}: run benchmarks/setup_reference_venv.sh first")
 
+    a.inter_threads = a.inter_threads or a.threads
     t_start = time.time()
     env_for = lambda t: pinned_env(t, a.inter_threads)
     env = env_for(a.threads)
@@ -84,8 +90,10 @@ def main():
     print(f"# train_throughput  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     print(f"# machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']:.1f} GiB RAM, no GPU; "
           f"loadavg at start {info['loadavg']}")
+    tf_default = a.threads == a.inter_threads == len(os.sched_getaffinity(0))
     print(f"# threads: TF intra-op {a.threads}, inter-op {a.inter_threads} (+OMP/MKL={a.threads}) for every "
-          f"process; batch {a.batch}; jit {a.jit}; {a.repeats} processes per impl per config, interleaved")
+          f"process{' (TensorFlow default here, as the Trainer runs)' if tf_default else ''}; batch {a.batch}; "
+          f"jit {a.jit}; {a.repeats} processes per impl per config, interleaved")
     print(f"# busiest processes at start: {other_load()}", flush=True)
     peak_before = matmul_peak(env_for)
     print(f"# matmul peak before (2048^2 fp32): 1 thread {peak_before[1]['gflops_median']:.1f}, "
