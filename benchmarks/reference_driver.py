@@ -44,11 +44,12 @@ def main():
     p = argparse.ArgumentParser()
     for name, default in [("lookback", 120), ("n-ahead", 12), ("hidden", 200), ("embedding", 20), ("heads", 8),
                           ("fused", 100), ("batch", 256), ("warmup", 2), ("steps", 3), ("windows", 3),
-                          ("threads", 2), ("inter-threads", 1), ("latency-reps", 30), ("seed", 0)]:
+                          ("threads", 2), ("inter-threads", 0), ("latency-reps", 30), ("seed", 0)]:
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--jit", choices=["off", "on"], default="off")
     p.add_argument("--min-window-s", type=float, default=0.0, help="each timed window lasts at least this long")
     a = p.parse_args()
+    a.inter_threads = a.inter_threads or a.threads  # 0: as train_throughput.py's default
 
     import numpy as np
     import tensorflow as tf
