@@ -51,6 +51,10 @@ class DataConfig:
         self.missing_bar_rule_by_frequency = {int(k): v for k, v in (self.missing_bar_rule_by_frequency or {}).items()}
 
 
+#: The `data` fields that are `IngestionConfig` fields of the same name and meaning (all but `source`).
+INGESTION_DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "source")
+
+
 @dataclass
 class SizesConfig:
     """Sizes of one example in bars of its own frequency (docs/example-contract.md)."""
@@ -250,18 +254,12 @@ class PipelineConfig:
         return PipelineConfig.from_dict(values)
 
     def ingestion_config(self):
-        """The ExampleGen's `IngestionConfig` for this config (sizes from `sizes`, the rest from `data`)."""
+        """The ExampleGen's `IngestionConfig` for this config: sizes from `sizes`, every other field of the
+        same name from `data` (`data.source` is the ExampleGen's input base, not part of it)."""
         from components.example_gen.config import IngestionConfig
-        d = self.data
-        return IngestionConfig(
-            frequencies=tuple(int(f) for f in d.frequencies), norm_window=int(self.sizes.norm_window),
-            lookback=int(self.sizes.lookback), n_ahead=int(self.sizes.n_ahead), stride=int(d.stride),
-            stride_by_frequency={int(k): int(v) for k, v in (d.stride_by_frequency or {}).items()},
-            start=d.start, eval_start=d.eval_start, test_start=d.test_start, end=d.end,
-            embargo_bars=int(d.embargo_bars), missing_bar_rule=d.missing_bar_rule,
-            missing_bar_rule_by_frequency={int(k): v for k, v in (d.missing_bar_rule_by_frequency or {}).items()},
-            max_gap_bars=int(d.max_gap_bars), bad_rows=d.bad_rows,
-            min_examples_per_split=int(d.min_examples_per_split), input_patterns=tuple(d.input_patterns))
+        values = {name: getattr(self.data, name) for name in INGESTION_DATA_FIELDS}
+        values.update(norm_window=self.sizes.norm_window, lookback=self.sizes.lookback, n_ahead=self.sizes.n_ahead)
+        return IngestionConfig.from_json(values)
 
     def validate(self) -> "PipelineConfig":
         """Raise ValueError on inconsistent values; returns self."""

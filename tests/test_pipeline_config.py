@@ -49,6 +49,31 @@ def test_validate_rejects_infeasible_constraints():
         PipelineConfig().replace(data={"eval_start": "2021-01-01", "test_start": "2020-01-01"}).validate()
 
 
+def test_every_data_field_reaches_the_example_gen_config():
+    """`data` and the ExampleGen's IngestionConfig share one set of field names; each value flows through."""
+    import dataclasses
+
+    from components.example_gen.config import IngestionConfig
+    from pipeline.configs import INGESTION_DATA_FIELDS
+
+    ingestion_fields = {f.name for f in dataclasses.fields(IngestionConfig)}
+    sizes = {"norm_window", "lookback", "n_ahead"}
+    assert set(INGESTION_DATA_FIELDS) <= ingestion_fields
+    assert ingestion_fields - set(INGESTION_DATA_FIELDS) == sizes | {"chunk_rows"}  # chunk_rows: a memory knob
+    changed = {"frequencies": [60, 1440], "stride": 3, "stride_by_frequency": {"1440": "1"},
+               "start": "2019-01-01", "eval_start": "2020-06-01", "test_start": "2021-01-01", "end": "2022-01-01",
+               "embargo_bars": 5, "missing_bar_rule": "skip", "missing_bar_rule_by_frequency": {"60": "zero_fill"},
+               "max_gap_bars": 3, "bad_rows": "drop", "min_examples_per_split": 7, "input_patterns": ["binance"]}
+    assert set(changed) == set(INGESTION_DATA_FIELDS)
+    config = PipelineConfig().replace(data=changed, sizes={"n_ahead": 6, "lookback": 20, "norm_window": 40})
+    got = config.validate().ingestion_config()
+    assert got == IngestionConfig(
+        frequencies=(60, 1440), norm_window=40, lookback=20, n_ahead=6, stride=3, stride_by_frequency={1440: 1},
+        start="2019-01-01", eval_start="2020-06-01", test_start="2021-01-01", end="2022-01-01", embargo_bars=5,
+        missing_bar_rule="skip", missing_bar_rule_by_frequency={60: "zero_fill"}, max_gap_bars=3, bad_rows="drop",
+        min_examples_per_split=7, input_patterns=("binance",))
+
+
 def test_resolved_makes_local_paths_absolute_only():
     config = PipelineConfig(root="runs/x").replace(serving={"serving_dir": "gs://bucket/serving"}).resolved()
     assert os.path.isabs(config.root) and os.path.isabs(config.data.source)

@@ -110,9 +110,11 @@ class IngestionConfig:
     @classmethod
     def from_json(cls, text: str | Mapping) -> "IngestionConfig":
         d = dict(json.loads(text) if isinstance(text, str) else text)
-        for k in ("stride_by_frequency", "missing_bar_rule_by_frequency"):
-            if k in d:
-                d[k] = {int(f): v for f, v in dict(d[k]).items()}
+        if "stride_by_frequency" in d:
+            d["stride_by_frequency"] = {int(f): int(v) for f, v in dict(d["stride_by_frequency"]).items()}
+        if "missing_bar_rule_by_frequency" in d:
+            rules = dict(d["missing_bar_rule_by_frequency"])
+            d["missing_bar_rule_by_frequency"] = {int(f): v for f, v in rules.items()}
         for k in ("frequencies",):
             if k in d:
                 d[k] = tuple(int(x) for x in d[k])
