@@ -26,15 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from benchmarks._common import format_table, machine_info  # noqa: E402
+from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, SMALL_CONFIG  # noqa: E402
 
 CONFIGS = {
-    # paper configuration (README of the paper): lookback 120, n_ahead 12, hidden 200, embedding 20,
-    # heads 8, fused hidden 100, W 336; TKAN recurrent layers (the paper's).
-    "paper": dict(norm_window=336, lookback=120, n_ahead=12, hidden_size=200, num_embedding=20, num_heads=8,
-                  fused_mlp_hidden_dim=100, recurrent="tkan"),
-    # lem_model.model.SMALL_CONFIG with W 336 and LSTM recurrent layers.
-    "small": dict(norm_window=336, lookback=60, n_ahead=12, hidden_size=32, num_embedding=8, num_heads=4,
-                  fused_mlp_hidden_dim=32, recurrent="lstm"),
+    # the paper's README configuration (lem_model.presets) with W 336 and TKAN recurrent layers (the paper's)
+    "paper": dict(PAPER_CONFIG, norm_window=PAPER_SIZES["norm_window"], recurrent="tkan"),
+    # lem_model.presets.SMALL_CONFIG with W 336 and LSTM recurrent layers
+    "small": dict(SMALL_CONFIG, norm_window=PAPER_SIZES["norm_window"], recurrent="lstm"),
 }
 ASSET_NAMES = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT")
 

@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (lem_model)
 from _common import emit, pin_tf_threads  # noqa: E402
 from _measure import measure_latency, measure_training  # noqa: E402
+from lem_model.presets import PAPER_SIZES  # noqa: E402
 
-NORM_WINDOW = 336
+NORM_WINDOW = PAPER_SIZES["norm_window"]
 
 
 def synthetic_windows(rng, batch, lookback, n_ahead, norm_window=NORM_WINDOW, freq_minutes=15):

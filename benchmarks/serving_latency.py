@@ -35,8 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from _common import cpu_times, format_table, machine_info, other_load  # noqa: E402
+from lem_model.presets import PAPER_SIZES  # noqa: E402
 
-NORM_WINDOW = 336
+NORM_WINDOW = PAPER_SIZES["norm_window"]
 
 
 def configs(recurrent: str) -> dict:

@@ -24,12 +24,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (lem_model)
 from _common import (OURS_PYTHON, REF_PYTHON, cpu_times, format_table, machine_info, median,  # noqa: E402
                      other_load, pinned_env, run_worker)
+from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: E402
 
+#: `lem_model.presets` names -> the workers' option names (ours_driver.py and reference_driver.py)
+_WORKER_OPTION = {"lookback": "lookback", "n_ahead": "n_ahead", "hidden_size": "hidden",
+                  "num_embedding": "embedding", "num_heads": "heads", "fused_mlp_hidden_dim": "fused"}
 CONFIGS = {  # the paper README config and the small config; batch 256 for both
-    "paper": dict(lookback=120, n_ahead=12, hidden=200, embedding=20, heads=8, fused=100),
-    "small": dict(lookback=60, n_ahead=12, hidden=32, embedding=8, heads=4, fused=32),
+    name: {_WORKER_OPTION[k]: v for k, v in preset.items()}
+    for name, preset in (("paper", PAPER_CONFIG), ("small", SMALL_CONFIG))
 }
 TARGET_SPEEDUP = 2.5      # x the reference's training samples/s at the paper config
 TARGET_PEAK_SHARE = 0.50  # of the measured fp32 matmul peak

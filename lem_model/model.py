@@ -21,15 +21,11 @@ import keras
 from keras import ops
 
 from lem_model import layout
+from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - re-exported: lem_model.model.PAPER_CONFIG
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
                               StepwiseFusedAllocator, VariableSelectionNetwork, dense, soft_clip_tolerance)
 
 RECURRENT_CHOICES = ("tkan", "lstm", "gru")
-#: The paper README configuration; `SMALL_CONFIG` is the quick one (tests use smaller still).
-PAPER_CONFIG = dict(lookback=120, n_ahead=12, hidden_size=200, num_embedding=20, num_heads=8,
-                    fused_mlp_hidden_dim=100)
-SMALL_CONFIG = dict(lookback=60, n_ahead=12, hidden_size=32, num_embedding=8, num_heads=4,
-                    fused_mlp_hidden_dim=32)
 
 
 def _fix_kan_grid_initializer() -> None:

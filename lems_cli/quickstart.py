@@ -13,10 +13,17 @@ import time
 
 import numpy as np
 
+from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, SMALL_CONFIG
+
+
+def _without_n_ahead(config: dict) -> dict:  # N comes from --n-ahead
+    return {k: v for k, v in config.items() if k != "n_ahead"}
+
+
 SIZES = {
     "tiny": dict(lookback=30, hidden_size=16, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=16),
-    "small": dict(lookback=60, hidden_size=32, num_embedding=8, num_heads=4, fused_mlp_hidden_dim=32),
-    "paper": dict(lookback=120, hidden_size=200, num_embedding=20, num_heads=8, fused_mlp_hidden_dim=100),
+    "small": _without_n_ahead(SMALL_CONFIG),
+    "paper": _without_n_ahead(PAPER_CONFIG),
 }
 
 
@@ -25,8 +32,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--assets", nargs="+", default=["BTCUSDT", "ETHUSDT"], help="synthetic assets")
     g.add_argument("--bars", type=int, default=5000, help="bars per asset (default 5000)")
     g.add_argument("--freq-minutes", type=int, default=15, help="bar length in minutes (default 15)")
-    g.add_argument("--norm-window", type=int, default=336, help="W: volume-normalisation bars (default 336)")
-    g.add_argument("--n-ahead", type=int, default=12, help="N: execution bars per order (default 12)")
+    g.add_argument("--norm-window", type=int, default=PAPER_SIZES["norm_window"],
+                   help="W: volume-normalisation bars (default %(default)s)")
+    g.add_argument("--n-ahead", type=int, default=PAPER_SIZES["n_ahead"],
+                   help="N: execution bars per order (default %(default)s)")
     g.add_argument("--lookback", type=int, default=None, help="L: history bars (default: from --size)")
     g.add_argument("--stride", type=int, default=2, help="bars between order origins (default 2)")
     g.add_argument("--val-fraction", type=float, default=0.15, help="share of the timeline for validation")

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from lem_model.presets import PAPER_SIZES
+
 
 @dataclass
 class DataConfig:
@@ -58,9 +60,9 @@ INGESTION_DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig) if 
 @dataclass
 class SizesConfig:
     """Sizes of one example in bars of its own frequency (docs/example-contract.md)."""
-    n_ahead: int = 12       # N: execution bars of an order
-    lookback: int = 120     # L: history bars read before the first execution bar
-    norm_window: int = 336  # W: normalisation bars
+    n_ahead: int = PAPER_SIZES["n_ahead"]          # N: execution bars of an order
+    lookback: int = PAPER_SIZES["lookback"]        # L: history bars read before the first execution bar
+    norm_window: int = PAPER_SIZES["norm_window"]  # W: normalisation bars
 
     @property
     def window_bars(self) -> int:

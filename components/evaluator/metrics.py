@@ -26,6 +26,7 @@ from tensorflow_model_analysis.metrics import metric_types
 
 from components.evaluator import order_slippage as osl
 from lem_model import layout, slippage
+from lem_model.presets import PAPER_SIZES
 
 SLIPPAGE_METRIC_NAME = "lem_slippage"
 RAW_FEATURES = ("volume", "quote_volume", "timestamp", "frequency_minutes")
@@ -77,8 +78,9 @@ class LemSlippage(tfma.metrics.Metric):
     `tfma.MetricConfig(class_name="LemSlippage", module="components.evaluator.metrics",
     config='{"n_ahead": N, "lookback": L, "norm_window": W}')`."""
 
-    def __init__(self, n_ahead: int = 12, lookback: int = 120, norm_window: int = 336,
-                 prediction_key: str = "allocations", name: str = SLIPPAGE_METRIC_NAME):
+    def __init__(self, n_ahead: int = PAPER_SIZES["n_ahead"], lookback: int = PAPER_SIZES["lookback"],
+                 norm_window: int = PAPER_SIZES["norm_window"], prediction_key: str = "allocations",
+                 name: str = SLIPPAGE_METRIC_NAME):
         super().__init__(_slippage_computations, n_ahead=n_ahead, lookback=lookback, norm_window=norm_window,
                          prediction_key=prediction_key, name=name)
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from components.market_data.resample import MISSING_RULES
 from components.market_data.readers import BAD_ROW_POLICIES
+from lem_model.presets import PAPER_SIZES
 
 SPLIT_NAMES = ("train", "eval", "test")
 
@@ -39,9 +40,9 @@ class IngestionConfig:
     `input_patterns`: globs relative to the input base selecting files (directories recursively).
     """
     frequencies: Sequence[int] = (15, 90, 250, 1440)
-    norm_window: int = 336
-    lookback: int = 120
-    n_ahead: int = 12
+    norm_window: int = PAPER_SIZES["norm_window"]
+    lookback: int = PAPER_SIZES["lookback"]
+    n_ahead: int = PAPER_SIZES["n_ahead"]
     stride: int = 1
     stride_by_frequency: Mapping[int, int] = dataclasses.field(default_factory=dict)
     start: Optional[str] = None

@@ -16,7 +16,9 @@ from typing import Any, Mapping, Optional
 
 import tensorflow as tf
 
-DEFAULT_SIZES = {"norm_window": 336, "lookback": 120, "n_ahead": 12}
+from lem_model.presets import PAPER_SIZES
+
+DEFAULT_SIZES = dict(PAPER_SIZES)
 PASSTHROUGH = ("asset", "frequency_minutes", "origin_time")
 
 

@@ -1,0 +1,13 @@
+"""Named sizes and hyperparameters, pure Python so that every layer of the project can import them cheaply.
+
+`PAPER_SIZES`: the paper's order window in bars (docs/example-contract.md): W = 336 normalisation bars
+(§3.3), L = 120 lookback bars and N = 12 execution bars (the paper's README configuration).
+`PAPER_CONFIG`: `build_lem` hyperparameters of the paper's README configuration; `SMALL_CONFIG`: the quick one
+(tests use smaller still).
+"""
+
+PAPER_SIZES = {"norm_window": 336, "lookback": 120, "n_ahead": 12}
+PAPER_CONFIG = dict(lookback=PAPER_SIZES["lookback"], n_ahead=PAPER_SIZES["n_ahead"], hidden_size=200,
+                    num_embedding=20, num_heads=8, fused_mlp_hidden_dim=100)
+SMALL_CONFIG = dict(lookback=60, n_ahead=PAPER_SIZES["n_ahead"], hidden_size=32, num_embedding=8, num_heads=4,
+                    fused_mlp_hidden_dim=32)
