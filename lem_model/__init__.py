@@ -1,7 +1,8 @@
 """lem_model: the Large Execution Model library (Keras 3 + NumPy; no TFX).
 
 Light on import: `lem_model.slippage`, `lem_model.baselines`, `lem_model.layout` and `lem_model.presets` need
-at most NumPy; the Keras parts (`build_lem`, `compile_lem`, `LargeExecutionModel`, `LEMLoss`, `lem_metrics`) load on first use.
+at most NumPy; the Keras parts (`build_lem`, `compile_lem`, `LargeExecutionModel`, `LEMLoss`, `lem_metrics`)
+load on first use.
 """
 _LAZY = {
     "build_lem": "lem_model.model", "compile_lem": "lem_model.model", "LargeExecutionModel": "lem_model.model",
