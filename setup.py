@@ -29,8 +29,10 @@ setup(
         "keras_efficient_kan>=0.1.8,<0.1.9",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
-        "jax": ["jax[cpu]"],
+        # JAX (CPU) so that `make test` runs the JAX-backend tests: 0.4.34 is the newest JAX whose ml_dtypes
+        # range admits TensorFlow 2.16's ml-dtypes~=0.3.1 (0.4.35+ need ml_dtypes>=0.4); pinned in constraints.
+        "test": ["pytest>=7", "hypothesis>=6", "jax[cpu]>=0.4.30,<0.4.35"],
+        "jax": ["jax[cpu]>=0.4.30,<0.4.35"],
     },
     entry_points={"console_scripts": ["lems=lems_cli.main:main"]},
     classifiers=[

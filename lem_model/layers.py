@@ -381,12 +381,14 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         # per-path products are W^T @ x with the batch as their wide dimension.
         # Per-step weights, unstacked once (views, no copy): slicing a stacked weight inside the loop would
         # make every step's gradient a zero tensor of the full stack (StridedSliceGrad), summed over steps.
-        w_in = ops.unstack(self.w_in, axis=0)                                   # nd x [D, P*Hf]
-        w_prev, w_out = ops.unstack(self.w_prev, axis=0), ops.unstack(self.w_out, axis=0)
-        w_hidden = [ops.unstack(w, axis=0) for w in self.w_hidden]             # nd x [P, Hf, Hf]
+        # (The variable is read into a tensor first: JAX's traced unstack does not take a Keras variable.)
+        per_step = lambda w: ops.unstack(ops.convert_to_tensor(w), axis=0)
+        w_in = per_step(self.w_in)                                              # nd x [D, P*Hf]
+        w_prev, w_out = per_step(self.w_prev), per_step(self.w_out)
+        w_hidden = [per_step(w) for w in self.w_hidden]                         # nd x [P, Hf, Hf]
         column = lambda b: ops.reshape(b, (nd, p, -1, 1))                      # [nd, P, 1, o] -> [nd, P, o, 1]
-        b_in, b_out = ops.unstack(column(self.b_in), axis=0), ops.unstack(self.b_out, axis=0)
-        b_hidden = [ops.unstack(column(b), axis=0) for b in self.b_hidden]
+        b_in, b_out = per_step(column(self.b_in)), per_step(self.b_out)
+        b_hidden = [per_step(column(b)) for b in self.b_hidden]
         steps = ops.unstack(ops.transpose(inputs, (1, 2, 0)), axis=0)           # N x [D, B]
         remaining = ops.ones_like(r_min) + ops.zeros((p, 1), dtype=r_min.dtype)  # [P, B]
         allocs = []

@@ -22,10 +22,9 @@ from keras import ops
 
 from lem_model import layout
 from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - re-exported: lem_model.model.PAPER_CONFIG
+from lem_model.presets import RECURRENT_CHOICES  # noqa: F401 - defined there so configs can check it without Keras
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
                               StepwiseFusedAllocator, VariableSelectionNetwork, dense, soft_clip_tolerance)
-
-RECURRENT_CHOICES = ("tkan", "lstm", "gru")
 
 
 def _fix_kan_grid_initializer() -> None:
@@ -55,7 +54,11 @@ def make_recurrent(kind: str, units: int, dropout: float = 0.0) -> keras.layers.
     if kind == "tkan":
         from tkan import TKAN  # imported only when chosen (licence, import time)
         _fix_kan_grid_initializer()
-        return TKAN(units, return_sequences=True, dropout=dropout, name="recurrent")
+        layer = TKAN(units, return_sequences=True, dropout=dropout, name="recurrent")
+        # tkan picks its cell's maths from the KERAS_BACKEND environment variable (TensorFlow if unset), not
+        # from the backend Keras runs: follow the running backend (see LargeExecutionModel._recurrent)
+        layer.cell.backend = keras.backend.backend()
+        return layer
     if kind == "lstm":
         return keras.layers.LSTM(units, return_sequences=True, dropout=dropout, name="recurrent")
     if kind == "gru":
@@ -197,12 +200,22 @@ class LargeExecutionModel(keras.Model):
 
     def _recurrent(self, v, training):
         """The recurrent block on v [B, T, E] -> [B, T, H]. TKAN goes through `lem_model.tkan_fast` (the same
-        function on the same weights, fewer ops per time step) unless that cannot reproduce the layer."""
-        if self.recurrent == "tkan" and v.shape[1] is not None:
+        function on the same weights, fewer ops per time step) unless that cannot reproduce the layer.
+
+        TKAN is the paper's cell (eq. 18: candidate memory sigmoid(z)) on every backend, so a model gives the
+        same allocations under TensorFlow and JAX. The `tkan` package computes that cell on TensorFlow only
+        (elsewhere it adds a tanh on the candidate), so off TensorFlow the LEM always takes `tkan_sequence`
+        with the paper's cell, and refuses what that cannot compute (recurrent dropout while training)."""
+        if self.recurrent == "tkan":
             from lem_model.tkan_fast import fast_tkan_supported, tkan_sequence
-            if fast_tkan_supported(self.recurrent_layer, training):
+            on_tf = keras.backend.backend() == "tensorflow"
+            if v.shape[1] is not None and fast_tkan_supported(self.recurrent_layer, training):
                 with keras.name_scope(self.recurrent_layer.name):  # ops named like the layer's own
-                    return tkan_sequence(self.recurrent_layer, v)
+                    return tkan_sequence(self.recurrent_layer, v, squash_candidate=None if on_tf else False)
+            if not on_tf:
+                raise ValueError(f"recurrent='tkan' with dropout {self.dropout} cannot train under the "
+                                 f"{keras.backend.backend()} backend (the tkan package's cell there differs from "
+                                 "the paper's); use dropout=0, the TensorFlow backend, or recurrent='lstm'/'gru'")
         return self.recurrent_layer(v, training=training)
 
     @staticmethod

@@ -9,5 +9,7 @@
 PAPER_SIZES = {"norm_window": 336, "lookback": 120, "n_ahead": 12}
 PAPER_CONFIG = dict(lookback=PAPER_SIZES["lookback"], n_ahead=PAPER_SIZES["n_ahead"], hidden_size=200,
                     num_embedding=20, num_heads=8, fused_mlp_hidden_dim=100)
+#: Recurrent blocks `lem_model.model.build_lem` supports (tkan: the paper's, CC BY-NC-SA; lstm/gru: licence-clean).
+RECURRENT_CHOICES = ("tkan", "lstm", "gru")
 SMALL_CONFIG = dict(lookback=60, n_ahead=PAPER_SIZES["n_ahead"], hidden_size=32, num_embedding=8, num_heads=4,
                     fused_mlp_hidden_dim=32)

@@ -266,14 +266,18 @@ def _while_inputs(cell, x_dtype):
             conv(kan.base_bias) if kan.use_bias else tf.zeros((n_s,), x_dtype))
 
 
-def tkan_sequence(layer, x, loop: str | None = None):
+def tkan_sequence(layer, x, loop: str | None = None, squash_candidate: bool | None = None):
     """h [B, T, U] = layer(x) for a `tkan.TKAN` layer (check `fast_tkan_supported` first); x [B, T, d].
 
     loop: "while" (TensorFlow, the default there: `tf.while_loop` with a hand-written gradient, for tkan's
     default activations) or "scan" (`keras.ops.scan`, elsewhere; automatic gradient).
+    squash_candidate: tkan 0.4.2 computes a different cell per backend: on TensorFlow the candidate memory is
+    sigmoid(z) (the paper's eq. 18), elsewhere tanh(sigmoid(z)). None follows the layer's own cell (so the
+    result equals `layer(x)`); False is the paper's cell on every backend (what the LEM uses).
     """
     cell = layer.cell
-    squash_candidate = cell.backend != "tensorflow"  # tkan's non-TensorFlow cell adds tanh on the candidate
+    if squash_candidate is None:
+        squash_candidate = cell.backend != "tensorflow"  # tkan's non-TensorFlow cell adds tanh on the candidate
     loop = loop or ("while" if keras.backend.backend() == "tensorflow" else "scan")
     if loop == "while" and _while_supported(cell):
         args = (x,) + _while_inputs(cell, x.dtype)

@@ -48,3 +48,16 @@ def generated_examples(n_bars=900, norm_window=24, lookback=TINY["lookback"], n_
     x = {"bars": feats["bars"], "min_rate": np.full((b, 1), 1.0 / n_ahead ** 2, np.float32),
          "max_rate": np.ones((b, 1), np.float32)}
     return x, feats["labels"]
+
+
+# Tolerances for float32 outputs of two *different* computations of the same function: another graph (traced or
+# eager, saved and loaded, another signature), another batch size, process or backend. oneDNN picks its kernels
+# by CPU (AVX2 or AVX-512) and shape, so such outputs agree to float32 rounding (~1e-7 relative per op, ~1e-6
+# after the model), not bit for bit. The same computation repeated is compared exactly (assert_array_equal).
+# Both still fail on a real error: 1 % of an allocation of 1/N is ~1e-3.
+ALLOC_TOL = dict(rtol=1e-5, atol=1e-6)       # allocations: fractions in [0, 1]
+XLA_ALLOC_TOL = dict(rtol=1e-5, atol=1e-5)   # XLA-compiled vs plain: XLA also uses its own exp/tanh approximations
+# Slippage in bps derived from allocations: bps = 1e4 (achieved / benchmark - 1) moves by about
+# 1e4 x sum_i |d alloc_i| x |price_i / benchmark - 1|, i.e. ~1e4 x 1e-5 x 1e-2 = 1e-3 bps for the tolerances
+# above and prices within 1 % of the benchmark; a 1 % allocation error moves it by ~1e-2 x the slippage spread.
+BPS_TOL = dict(rtol=1e-5, atol=1e-3)

@@ -55,7 +55,7 @@ def test_same_outputs_and_gradients_as_tkan(loop, cell_variant, monkeypatch):
     got, got_grads = run(lambda v: tkan_sequence(layer, v, loop=loop.split("-")[0]), traced=loop.endswith("traced"))
     assert ref.shape == got.shape == (3, 7, 8)
     assert np.abs(ref).max() > 0.05  # a non-trivial output
-    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=1e-5)  # another computation: float32 agreement
     assert len(ref_grads) == len(got_grads) > 10
     for r, g in zip(ref_grads, got_grads):
         np.testing.assert_allclose(g, r, atol=2e-5 * max(1.0, np.abs(r).max()), rtol=0)
@@ -65,7 +65,7 @@ def test_traced_function_matches_layer():
     layer = random_tkan(seed=3)
     x = inputs(seed=4)
     got = tf.function(lambda v: tkan_sequence(layer, v))(x).numpy()
-    np.testing.assert_allclose(got, layer(x).numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(got, layer(x).numpy(), atol=2e-6, rtol=1e-5)
 
 
 def test_dropout_in_training_falls_back_to_the_layer():

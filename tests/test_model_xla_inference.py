@@ -3,7 +3,7 @@ XLA_MAX_BATCH); it must compute the same allocations as the plain (eager) path, 
 import numpy as np
 import pytest
 
-from lem_model_testutils import TINY, random_inputs, tiny_model
+from lem_model_testutils import TINY, XLA_ALLOC_TOL, random_inputs, tiny_model
 
 tf = pytest.importorskip("tensorflow")
 
@@ -18,7 +18,7 @@ def test_xla_small_batch_inference_equals_plain_path(recurrent):
         x = random_inputs(batch, seed=batch)
         plain = model(x, training=False).numpy()          # eager: plain path
         compiled = traced(x).numpy()                      # traced: XLA when batch <= XLA_MAX_BATCH
-        np.testing.assert_allclose(compiled, plain, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(compiled, plain, **XLA_ALLOC_TOL)
 
 
 def test_xla_inference_path_is_causal():
