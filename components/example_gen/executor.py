@@ -7,7 +7,10 @@ this executor overrides `GenerateExamplesByBeam` instead: it reads the files onc
 by time (`IngestionConfig` split dates and embargo). The base class still writes the splits, the artifact's
 split names and payload/file formats. `Do` also writes `ingestion_report.json` (counts of rows read, drops
 by reason, examples per split and frequency) next to the `Split-*` folders and fails the run when a split is
-empty.
+empty or outlier bars were flagged. A failed ingestion keeps its report: `"status": "failed"` and the error,
+with everything the run had counted; since the TFX launcher deletes a failed execution's output folder, the
+report is also written to `<pipeline root>/<component id>/ingestion_report.failed-<execution>.json` (the
+error message names the path).
 
 The `IngestionConfig` travels as JSON in `custom_config` (an `example_gen_pb2.CustomConfig` whose `Any`
 holds a `google.protobuf.Struct` with the key `ingestion_config`).
@@ -91,8 +94,36 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
            exec_properties: Dict[str, Any]) -> None:
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         self._report_path = os.path.join(examples.uri, ingest.REPORT_FILE)
-        super().Do(input_dict, output_dict, exec_properties)
-        with open(self._report_path) as f:
-            report = json.load(f)
-        examples.set_string_custom_property("ingestion_report", json.dumps(report["examples_per_split"]))
-        ingest.check_report(report, unpack_custom_config(exec_properties))
+        config = unpack_custom_config(exec_properties)
+        report = None
+        try:
+            super().Do(input_dict, output_dict, exec_properties)
+            with open(self._report_path) as f:
+                report = json.load(f)
+            examples.set_string_custom_property("ingestion_report", json.dumps(report["examples_per_split"]))
+            ingest.check_report(report, config)
+        except Exception as e:  # pylint: disable=broad-except
+            kept = failed_report_path(examples.uri)
+            failed = ingest.failed_report(e, config, _listed_files(exec_properties, config), report)
+            for path in (self._report_path, kept):
+                ingest.write_report_file(failed, path)
+            try:
+                again = type(e)(f"{e}\n(ingestion report kept at {kept})")
+            except Exception:  # pylint: disable=broad-except  (an exception type with other arguments)
+                raise e
+            raise again from e
+
+
+def failed_report_path(examples_uri: str) -> str:
+    """Where a failed ingestion's report survives the launcher's removal of `examples_uri`
+    (`<root>/<component>/examples/<execution>` -> `<root>/<component>/ingestion_report.failed-<execution>.json`)."""
+    uri = examples_uri.rstrip("/")
+    component_dir = os.path.dirname(os.path.dirname(uri))
+    return os.path.join(component_dir, f"{os.path.splitext(ingest.REPORT_FILE)[0]}.failed-{os.path.basename(uri)}.json")
+
+
+def _listed_files(exec_properties: Dict[str, Any], config: IngestionConfig) -> list:
+    try:
+        return readers.list_input_files(exec_properties[standard_component_specs.INPUT_BASE_KEY], config.input_patterns)
+    except Exception:  # pylint: disable=broad-except  (the error being reported may be this one)
+        return []

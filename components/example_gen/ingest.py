@@ -13,7 +13,15 @@ Beam graph (`MarketDataToExamples`), per the TFX custom-ExampleGen pattern:
          for TFX's ExampleGen writer; `run_ingestion` writes the runs directly)
     counters (files and rows read, drops by reason, examples per split and frequency) -> Beam metrics
       counters (namespace `lems_ingestion`) and the `report` PCollection (one dict, written as
-      ingestion_report.json).
+      ingestion_report.json: "counts", "examples_per_split", "series" (per asset and frequency: the source
+      bar length used, bars, first/last bar, segments, examples per split), "outliers" (the flagged bars,
+      up to `MAX_LISTED_OUTLIERS` per series), "config", "files"; a failed run adds "status": "failed" and
+      "error").
+
+Per asset: ONE source bar length (`select_source_bars`: the declared one, or the only one; two without a
+declaration is an error naming files, asset and lengths), then per frequency the causal outlier scores
+(`components.market_data.outliers`; flag / drop / off). The backfill (`backfill.beam_pipeline`) runs this
+same graph, so its bars are validated, refused and counted (`ingestion.*` counters) the same way.
 
 Memory: the grouping step carries only (asset, file path) pairs, so a worker holds one asset's bars at a
 time (the source bars, ~32 bytes each, plus the resampled series) plus one block of serialized examples;
@@ -35,7 +43,7 @@ import numpy as np
 
 from components.example_gen import serialize
 from components.example_gen.config import SPLIT_NAMES, IngestionConfig
-from components.market_data import readers, resample, windows
+from components.market_data import outliers, readers, resample, windows
 
 METRICS_NAMESPACE = "lems_ingestion"
 REPORT_FILE = "ingestion_report.json"
@@ -80,6 +88,36 @@ def assign_splits(first_open_s: np.ndarray, last_close_s: np.ndarray, config: In
 to_tf_example = serialize.to_tf_example  # the protobuf path (fallback of the vectorised serializer)
 
 
+def select_source_bars(asset: str, chunks: Sequence[readers.BarChunk], config: IngestionConfig,
+                       counts: MutableMapping[str, int]) -> list[readers.BarChunk]:
+    """The chunks of `asset` at its ONE source bar length: the declared one (`config.source_minutes_for`;
+    other lengths' rows counted `rows_other_bar_length`, an asset without it counted
+    `assets_without_declared_bar_length`), or the only one found; two or more found and none declared is a
+    `MarketDataError` naming the files, the asset and each bar length with its rows."""
+    lengths: dict[int, dict] = {}
+    for c in chunks:
+        info = lengths.setdefault(c.source_minutes, {"rows": 0, "files": {}})
+        info["rows"] += len(c)
+        info["files"][c.file] = None
+    declared = config.source_minutes_for(asset)
+    if declared is not None:
+        kept = [c for c in chunks if c.source_minutes == int(declared)]
+        _count(counts, "rows_other_bar_length", sum(len(c) for c in chunks if c.source_minutes != int(declared)))
+        if not kept and chunks:
+            _count(counts, "assets_without_declared_bar_length")
+        return kept
+    if len(lengths) > 1:
+        files = sorted({f for info in lengths.values() for f in info["files"]})
+        listed = "; ".join(f"{m} min: {info['rows']} rows" + (f" in {', '.join(info['files'])}" if len(files) > 1
+                                                               else "") for m, info in sorted(lengths.items()))
+        raise readers.MarketDataError(
+            f"{', '.join(files)}: asset {asset} has bars of {len(lengths)} source bar lengths ({listed}). Ingestion "
+            f"takes ONE source bar length per asset and never picks or merges them: declare it with "
+            f"source_bar_minutes (every asset, e.g. {max(lengths)}) or source_bar_minutes_by_asset "
+            f"({{{asset!r}: {max(lengths)}}}), or select other files (input_patterns)")
+    return list(chunks)
+
+
 def _merge_chunks(asset: str, chunks: Sequence[readers.BarChunk], config: IngestionConfig,
                   counts: MutableMapping[str, int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Chunks of one asset -> {source_minutes: (timestamp_us, volume, quote_volume)} sorted, de-duplicated
@@ -111,30 +149,88 @@ def _merge_chunks(asset: str, chunks: Sequence[readers.BarChunk], config: Ingest
     return out
 
 
+MAX_LISTED_OUTLIERS = 10  # per (asset, frequency) in the report's "outliers" (the counts are exact)
+
+
+def _iso(seconds) -> str:
+    return np.datetime_as_string(np.datetime64(int(seconds), "s")) + "Z"
+
+
+def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.ndarray, config: IngestionConfig,
+              counts: MutableMapping[str, int], notes: list | None):
+    """Score one (asset, frequency) series' bars (`outliers.detect`, causal), count and list the flagged ones
+    inside [start, end) and, with `outliers="drop"`, remove them (they become missing bars)."""
+    if config.outliers == "off" or not len(ts):
+        return ts, vol, qv
+    flags = outliers.detect(vol, qv, window=config.outlier_window, volume_z=config.outlier_volume_z,
+                            return_z=config.outlier_return_z)
+    lo, hi = config.split_ranges()[0][0], config.split_ranges()[-1][1]  # bars outside [start, end): no example
+    used = np.ones(len(ts), bool) if lo is None else ts >= lo
+    if hi is not None:
+        used &= ts < hi
+    flags.volume &= used
+    flags.vwap_return &= used
+    bad = flags.any
+    for key, mask in (("bars_outlier_volume", flags.volume), ("bars_outlier_vwap_return", flags.vwap_return),
+                      ("bars_outlier", bad)):
+        _count(counts, key, int(mask.sum()))
+        _count(counts, f"{key}_{freq}m", int(mask.sum()))
+    if not bad.any():
+        return ts, vol, qv
+    if notes is not None:
+        for i in np.flatnonzero(bad)[:MAX_LISTED_OUTLIERS]:
+            kind = "+".join(k for k, m in (("volume", flags.volume), ("vwap_return", flags.vwap_return)) if m[i])
+            z = flags.volume_z[i] if flags.volume[i] else flags.return_z[i]
+            notes.append({"kind": "outlier", "asset": asset, "frequency_minutes": int(freq), "time": _iso(ts[i]),
+                          "score": kind, "z": round(float(z), 1), "volume": float(vol[i]),
+                          "quote_volume": float(qv[i])})
+    if config.outliers == "drop":
+        _count(counts, "bars_outlier_dropped", int(bad.sum()))
+        return ts[~bad], vol[~bad], qv[~bad]
+    return ts, vol, qv
+
+
 def _series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
-            counts: MutableMapping[str, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                               np.ndarray]]:
+            counts: MutableMapping[str, int], notes: list | None = None
+            ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per gap-free (asset, frequency) segment, lazily: (frequency, timestamp_s, volume, quote_volume, window
     starts, split index of each start) of the windows that survive the cut (`windows.window_starts`) and the
-    time split (`assign_splits`); drops and examples per split are counted in `counts`."""
-    merged = _merge_chunks(asset, list(chunks), config, counts)
+    time split (`assign_splits`); drops and examples per split are counted in `counts`. The asset's ONE
+    source bar length is `select_source_bars`'; outlier bars are scored per frequency (`_outliers`). With a
+    `notes` list, one dict per (asset, frequency) series ("kind": "series": source bar length, bars, date
+    range, examples per split) and the flagged outliers ("kind": "outlier") are appended to it."""
+    merged = _merge_chunks(asset, select_source_bars(asset, list(chunks), config, counts), config, counts)
     sources = sorted(merged)
+    if not sources:  # no bars (e.g. none at the declared source bar length: counted there)
+        return
     w, o, n = config.norm_window, config.norm_window + config.lookback, config.n_ahead
     for freq in sorted(int(f) for f in config.frequencies):
         usable = [s for s in sources if freq % s == 0]
         if not usable:
             _count(counts, "frequency_not_derivable")
+            if notes is not None:
+                notes.append({"kind": "series", "asset": asset, "frequency_minutes": freq,
+                              "source_minutes": sources[0], "bars": 0,
+                              "problem": f"{freq} min is not a multiple of the {sources[0]}-minute source bars"})
             continue
-        src = usable[0]  # the finest source bar length that divides the target
+        src = usable[0]  # the asset's one source bar length (select_source_bars)
         ts_us, vol, qv = merged[src]
         g_ts, g_v, g_q = resample.align_to_grid(ts_us, vol, qv, src, counts)
         if freq != src:
             g_ts, g_v, g_q = resample.resample(g_ts, g_v, g_q, src, freq, counts)
+        g_ts, g_v, g_q = _outliers(asset, freq, g_ts, g_v, g_q, config, counts, notes)
         segments = resample.apply_missing_rule(g_ts, g_v, g_q, freq, rule=config.missing_rule_for(freq),
                                                max_gap_bars=config.max_gap_bars, drops=counts)
         n_before = counts.get("examples_emitted", 0)
         step = freq * 60
         stride = config.stride_for(freq)
+        note = {"kind": "series", "asset": asset, "frequency_minutes": freq, "source_minutes": int(src),
+                "bars": int(len(g_ts)), "first": _iso(g_ts[0]) if len(g_ts) else None,
+                "last": _iso(g_ts[-1]) if len(g_ts) else None, "segments": len(segments),
+                "longest_segment_bars": max((len(x[0]) for x in segments), default=0),
+                "examples": {name: 0 for name in SPLIT_NAMES}}
+        if notes is not None:
+            notes.append(note)
         for seg_ts, seg_v, seg_q in segments:
             if len(seg_ts) < config.window_length:
                 _count(counts, "segments_too_short")
@@ -153,6 +249,7 @@ def _series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionCon
                 k = int(np.sum(splits == i))
                 _count(counts, f"examples_{name}", k)
                 _count(counts, f"examples_{name}_{freq}m", k)
+                note["examples"][name] += k
             if len(starts):
                 yield freq, seg_ts, seg_v, seg_q, starts, splits
         if counts.get("examples_emitted", 0) == n_before:
@@ -160,23 +257,24 @@ def _series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionCon
 
 
 def asset_examples(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
-                   counts: MutableMapping[str, int]) -> Iterator[tuple[int, dict]]:
+                   counts: MutableMapping[str, int], notes: list | None = None) -> Iterator[tuple[int, dict]]:
     """All (split index, raw-field example dict) of one asset, lazily, counting drops in `counts`."""
     o = config.norm_window + config.lookback
-    for freq, ts, v, q, starts, splits in _series(asset, chunks, config, counts):
+    for freq, ts, v, q, starts, splits in _series(asset, chunks, config, counts, notes):
         exs = windows.windows_at(v, q, ts, starts, asset=asset, frequency_minutes=freq, origin_offset=o,
                                  window_length=config.window_length)
         yield from zip(splits.tolist(), exs)
 
 
 def asset_serialized_blocks(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
-                            counts: MutableMapping[str, int]) -> Iterator[tuple[int, list[bytes]]]:
+                            counts: MutableMapping[str, int], notes: list | None = None
+                            ) -> Iterator[tuple[int, list[bytes]]]:
     """(split index, [serialized tf.Example, ...]) runs of one asset, lazily: the same examples, in the same
     order, as `asset_examples` + `to_tf_example`, built per block of windows by
     `serialize.iter_serialized_blocks` (a run is the part of a block in one split)."""
     o = config.norm_window + config.lookback
     block = serialize.DEFAULT_BLOCK
-    for freq, ts, v, q, starts, splits in _series(asset, chunks, config, counts):
+    for freq, ts, v, q, starts, splits in _series(asset, chunks, config, counts, notes):
         blocks = serialize.iter_serialized_blocks(v, q, ts, starts, asset=asset, frequency_minutes=freq,
                                                   window_length=config.window_length, origin_offset=o, block=block)
         for a, records in zip(range(0, len(starts), block), blocks):
@@ -219,12 +317,15 @@ class _AssetExamplesFn(beam.DoFn):
     def process(self, element):
         asset, paths = element
         counts: dict[str, int] = {}
+        notes: list = []
         chunks = read_asset(asset, list(paths), self._config, counts)
-        for split, records in asset_serialized_blocks(asset, chunks, self._config, counts):
+        for split, records in asset_serialized_blocks(asset, chunks, self._config, counts, notes):
             yield beam.pvalue.TaggedOutput(SPLIT_NAMES[split], records)
         for key, n in counts.items():
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, key).inc(n)
             yield beam.pvalue.TaggedOutput("counts", (key, n))
+        for note in notes:
+            yield beam.pvalue.TaggedOutput("notes", note)
 
 
 @beam.typehints.with_output_types(Tuple[str, str])
@@ -241,12 +342,39 @@ class _ListAssetsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput("counts", ("files_read", 1))
 
 
-def _report(counts: Iterable[tuple[str, int]], config_json: str, files: Sequence[str]) -> dict:
+def _report(counts: Iterable[tuple[str, int]], config_json: str, files: Sequence[str],
+            notes: Iterable[dict] = ()) -> dict:
     totals: dict[str, int] = {}
     for k, n in counts:
         totals[k] = totals.get(k, 0) + int(n)
+    notes = list(notes)
+    key = lambda d: (d["asset"], d["frequency_minutes"], d.get("time") or "")  # noqa: E731
     return {"counts": dict(sorted(totals.items())), "config": json.loads(config_json), "files": list(files),
-            "examples_per_split": {s: totals.get(f"examples_{s}", 0) for s in SPLIT_NAMES}}
+            "examples_per_split": {s: totals.get(f"examples_{s}", 0) for s in SPLIT_NAMES},
+            "series": sorted((d for d in notes if d["kind"] == "series"), key=key),
+            "outliers": sorted((d for d in notes if d["kind"] == "outlier"), key=key)}
+
+
+def failed_report(error: BaseException, config: IngestionConfig, files: Sequence[str],
+                  report: dict | None = None) -> dict:
+    """The report of a failed ingestion: what the run had (`report`, else the config and files) plus
+    `"status": "failed"` and the error message."""
+    out = dict(report) if report else {"counts": {}, "config": json.loads(config.to_json()), "files": list(files),
+                                        "examples_per_split": {}, "series": [], "outliers": []}
+    out.update(status="failed", error=f"{type(error).__name__}: {error}")
+    return out
+
+
+def write_report_file(report: dict, path: str) -> None:
+    """Write `report` as JSON to the local or remote `path` (Beam filesystems), creating its folder."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    folder = os.path.dirname(path)
+    if folder and not FileSystems.exists(folder):
+        FileSystems.mkdirs(folder)
+    with FileSystems.create(path, mime_type="application/json",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(json.dumps(report, indent=2, sort_keys=True).encode())
 
 
 @beam.ptransform_fn
@@ -263,13 +391,14 @@ def MarketDataToExampleBatches(pipeline: beam.Pipeline, files: Sequence[str], co
               | "ListAssets" >> beam.ParDo(_ListAssetsFn(config)).with_outputs("counts", main="pairs"))
     made = (listed.pairs
             | "GroupByAsset" >> beam.GroupByKey()
-            | "AssetExamples" >> beam.ParDo(_AssetExamplesFn(config)).with_outputs("counts", *SPLIT_NAMES))
+            | "AssetExamples" >> beam.ParDo(_AssetExamplesFn(config)).with_outputs("counts", "notes", *SPLIT_NAMES))
     out = {name: made[name] for name in SPLIT_NAMES}
     config_json = config.to_json()
+    notes = made.notes | "CollectNotes" >> beam.combiners.ToList()
     out["report"] = ((listed.counts, made.counts)
                      | "AllCounts" >> beam.Flatten()
                      | "CollectCounts" >> beam.combiners.ToList()
-                     | "Report" >> beam.Map(_report, config_json, list(files)))
+                     | "Report" >> beam.Map(_report, config_json, list(files), beam.pvalue.AsSingleton(notes)))
     return out
 
 
@@ -315,29 +444,55 @@ class _TFRecordRunsSink(filebasedsink.FileBasedSink):
 
 def write_report(report_pcoll, path: str):
     """Write the report dict as JSON to `path` (one file)."""
-    def _write(report):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-        folder = os.path.dirname(path)
-        if folder and not FileSystems.exists(folder):
-            FileSystems.mkdirs(folder)
-        with FileSystems.create(path, mime_type="application/json",
-                                compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            f.write(json.dumps(report, indent=2, sort_keys=True).encode())
-    return report_pcoll | "WriteReport" >> beam.Map(_write)
+    return report_pcoll | "WriteReport" >> beam.Map(write_report_file, path)
+
+
+class IngestionCheckError(ValueError):
+    """The ingestion ran but its report fails a check (outlier bars flagged, too few examples)."""
+
+
+def _describe_series(report: dict, limit: int = 24) -> str:
+    """One line per (asset, frequency) series of the report: source bar length, bars, range, examples."""
+    lines = []
+    for d in report.get("series", [])[:limit]:
+        if d.get("problem"):
+            lines.append(f"{d['asset']} {d['frequency_minutes']} min: {d['problem']}")
+            continue
+        ex = ", ".join(f"{k} {v}" for k, v in d["examples"].items())
+        lines.append(f"{d['asset']} {d['frequency_minutes']} min from {d['source_minutes']}-min source bars: "
+                     f"{d['bars']} bars {d['first']} .. {d['last']}, {d['segments']} gap-free segment(s), longest "
+                     f"{d['longest_segment_bars']} bars; examples {ex}")
+    more = len(report.get("series", [])) - limit
+    return "\n  ".join(lines) + (f"\n  ... and {more} more series (ingestion_report.json)" if more > 0 else "")
 
 
 def check_report(report: dict, config: IngestionConfig) -> None:
-    """Raise with an actionable message when a split has fewer than `min_examples_per_split` examples."""
+    """Raise `IngestionCheckError` with an actionable message when outlier bars were flagged
+    (`outliers="flag"`) or a split has fewer than `min_examples_per_split` examples."""
+    c = report["counts"]
+    if config.outliers == "flag" and c.get("bars_outlier", 0):
+        listed = "\n  ".join(
+            f"{d['asset']} {d['frequency_minutes']} min bar {d['time']}: {d['score']} z {d['z']} (volume "
+            f"{d['volume']:.6g}, quote volume {d['quote_volume']:.6g})" for d in report.get("outliers", [])[:30])
+        raise IngestionCheckError(
+            f"market-data ingestion flagged {c['bars_outlier']} outlier bar(s) ({c.get('bars_outlier_volume', 0)} "
+            f"by volume, {c.get('bars_outlier_vwap_return', 0)} by bar-VWAP return; robust scores against the "
+            f"previous {config.outlier_window} bars, thresholds outlier_volume_z={config.outlier_volume_z}, "
+            f"outlier_return_z={config.outlier_return_z}):\n  {listed}\nFix those bars in the input files, or set "
+            f"outliers: drop (remove and count them) or off, or raise the thresholds if the bars are real.")
     low = {s: n for s, n in report["examples_per_split"].items() if n < config.min_examples_per_split}
     if low:
-        c = report["counts"]
-        raise ValueError(
+        bounds = [config.start, config.eval_start, config.test_start, config.end]
+        split_text = ", ".join(f"{name} [{bounds[i] or 'open'}, {bounds[i + 1] or 'open'})"
+                               for i, name in enumerate(SPLIT_NAMES))
+        series = _describe_series(report)
+        raise IngestionCheckError(
             f"market-data ingestion produced too few examples in split(s) {low} (need "
             f">= {config.min_examples_per_split}). Each example needs {config.window_length} consecutive bars "
-            f"(W+L+N = {config.norm_window}+{config.lookback}+{config.n_ahead}) inside one split range "
-            f"{config.split_ranges()} (Unix s). Check the split dates (eval_start={config.eval_start}, "
-            f"test_start={config.test_start}) against the data's dates, or reduce the sizes. Counts: {c}")
+            f"(W+L+N = {config.norm_window}+{config.lookback}+{config.n_ahead}) inside one split (split dates: "
+            f"{split_text}), the first {config.embargo_bars} bars after a boundary embargoed. What the data gave, per asset and "
+            f"frequency:\n  {series or '(no series: no bars were read)'}\nCompare these date ranges, segment "
+            f"lengths and source bar lengths with the splits and sizes. Counts: {c}")
 
 
 def run_ingestion(input_base: str, output_dir: str, config: IngestionConfig,
@@ -345,17 +500,23 @@ def run_ingestion(input_base: str, output_dir: str, config: IngestionConfig,
     """Benchmark/CLI entry point: files under `input_base` -> `output_dir/Split-<name>/data_tfrecord-*.gz`
     (serialized tf.Examples, gzip TFRecord: the ExampleGen layout, written per run of examples) and `output_dir/ingestion_report.json`. Returns the
     report (counts, examples per split). Runs on the DirectRunner unless `beam_pipeline_args` say otherwise."""
-    files = readers.list_input_files(input_base, config.input_patterns)
     report_path = os.path.join(output_dir, REPORT_FILE)
-    options = beam.options.pipeline_options.PipelineOptions(list(beam_pipeline_args or []))
-    with beam.Pipeline(options=options) as p:
-        outs = p | "Ingest" >> MarketDataToExampleBatches(files, config)
-        for name in SPLIT_NAMES:
-            _ = outs[name] | f"Write[{name}]" >> beam.io.Write(
-                _TFRecordRunsSink(os.path.join(output_dir, f"Split-{name}", "data_tfrecord")))
-        write_report(outs["report"], report_path)
-    with open(report_path) as f:
-        report = json.load(f)
-    if check:
-        check_report(report, config)
+    files: list = []
+    report = None
+    try:
+        files = readers.list_input_files(input_base, config.input_patterns)
+        options = beam.options.pipeline_options.PipelineOptions(list(beam_pipeline_args or []))
+        with beam.Pipeline(options=options) as p:
+            outs = p | "Ingest" >> MarketDataToExampleBatches(files, config)
+            for name in SPLIT_NAMES:
+                _ = outs[name] | f"Write[{name}]" >> beam.io.Write(
+                    _TFRecordRunsSink(os.path.join(output_dir, f"Split-{name}", "data_tfrecord")))
+            write_report(outs["report"], report_path)
+        with open(report_path) as f:
+            report = json.load(f)
+        if check:
+            check_report(report, config)
+    except Exception as e:  # the failed run keeps its report (status "failed", the error), then re-raises
+        write_report_file(failed_report(e, config, files, report), report_path)
+        raise
     return report

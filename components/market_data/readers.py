@@ -3,9 +3,12 @@
 Formats (`detect_format` picks one from the file name and first line):
   * **Binance Data Vision klines** `<SYMBOL>-<interval>-<YYYY-MM>[-DD].csv` or the same-named `.zip`, with or
     without a header row; 12 columns (open_time, open, high, low, close, volume, close_time, quote_volume,
-    count, taker_buy_volume, taker_buy_quote_volume, ignore). Open times are milliseconds, or microseconds
-    (Binance spot since 2025): decided per row by magnitude (>= 1e15 means microseconds). Asset and bar
-    interval come from the file name (the interval falls back to close_time - open_time).
+    count, taker_buy_volume, taker_buy_quote_volume, ignore). Open times are Unix seconds, milliseconds
+    (Binance), microseconds (Binance spot since 2025) or nanoseconds, decided per row by magnitude
+    (`OPEN_TIME_UNITS`: [1e8, 1e11) s, [1e11, 1e14) ms, [1e14, 1e17) us, [1e17, 1e19] ns); any other value
+    is refused (naming file and row). Asset and bar interval come from the file name (the interval falls
+    back to close_time - open_time). A `<file>.CHECKSUM` beside the file (Binance Data Vision's
+    `<sha256>  <name>`) is verified: a mismatch is refused.
   * **Yahoo-style daily CSV** `<SYMBOL>.csv` with Date, Open, High, Low, Close, Adj Close, Volume. The date is
     the bar label at 00:00 UTC. Yahoo has no notional: quote volume = Volume x Adj Close (Close if there is
     no Adj Close), as the paper does for equities.
@@ -13,15 +16,22 @@ Formats (`detect_format` picks one from the file name and first line):
     `/work/shared/data`). Without `quote_volume`, quote volume = volume x close. Timestamps: tz-aware (any
     zone, converted to UTC) or naive (read as UTC); mixing zones or naive and aware values is an error. The
     bar length is the `frequency` label (`15m`, `1h`, `1d`, ...) or, without it, the most common gap between
-    an asset's consecutive bars in the file.
+    an asset's consecutive bars in the file; without the label, an asset whose bars also run at another
+    spacing (at least `MIXED_RUN_GAPS` consecutive gaps of another length, e.g. 5-minute rows beside
+    15-minute rows) is refused, naming the file, the asset and the bar lengths found with their counts
+    (rows of two bar lengths cannot be told apart without the label; with it, each length is its own
+    series and the ExampleGen takes one per asset, see `IngestionConfig.source_bar_minutes`).
 
 Bad input (item 7 of the spec) and what happens:
   * always an error (`MarketDataError` naming file, row and problem): missing or misnamed columns,
     non-numeric fields, unparseable or mixed-timezone timestamps, timestamps that go backwards within a file
     (per asset and bar length), unknown file format;
   * an error by default, or a counted drop with `bad_rows="drop"` (counter names `DROP_*`): NaN or
-    infinite values, negative volume or quote volume, zero or negative prices, duplicate timestamps within a
-    file (the first row is kept).
+    infinite values (or beyond float32, the examples' type), negative volume or quote volume, zero or
+    negative prices, duplicate timestamps within a file (the first row is kept). A dropped bar is a missing
+    bar for the missing-bar rule, so it is counted twice (the drop, then e.g. `bars_zero_filled`);
+  * a file that cannot be read at all (truncated Parquet `ArrowInvalid`, `BadZipFile`, bad CSV, bad
+    encoding...) is a `MarketDataError` naming the file and the underlying error.
 Row numbers are 1-based lines of the CSV file (header included) or 1-based data rows of a Parquet file.
 
 Per-asset reading (what the ExampleGen does, so that memory follows one asset's series): `list_assets` names
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import io
 import os
 import re
@@ -58,6 +69,13 @@ _INTERVAL_MINUTES = {"s": 1 / 60, "m": 1, "h": 60, "d": 1440, "w": 10080}
 DEFAULT_CHUNK_ROWS = 200_000
 _FILTER_SCAN_ROWS = 50_000  # rows per scan batch of a Parquet file filtered for one asset
 _PARQUET_BUFFER = 1 << 20  # bytes: Parquet column chunks are streamed, not read whole (memory ~ chunk_rows)
+#: Unix open-time units by magnitude: (low, high, unit, microseconds per unit); values outside are refused.
+OPEN_TIME_UNITS = ((10 ** 8, 10 ** 11, "s", 10 ** 6), (10 ** 11, 10 ** 14, "ms", 10 ** 3),
+                   (10 ** 14, 10 ** 17, "us", 1), (10 ** 17, 10 ** 19 + 1, "ns", None))
+#: Unlabelled tidy bars: this many consecutive gaps of one other length mean a second bar length.
+MIXED_RUN_GAPS = 8
+CHECKSUM_SUFFIX = ".CHECKSUM"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class MarketDataError(ValueError):
@@ -117,19 +135,43 @@ def detect_format(path: str) -> str | None:
     return None
 
 
+def _matches(pattern: str, rel: str) -> bool:
+    """Does relative path `rel` match `pattern` (see `list_input_files`)?"""
+    rel = rel.replace(os.sep, "/")
+    pat = pattern.strip().strip("/").replace(os.sep, "/")
+    if not any(ch in pat for ch in "*?["):
+        return pat.lower() in rel.lower()
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatch(p, pat) for p in prefixes) or fnmatch.fnmatch(parts[-1], pat)
+
+
 def list_input_files(input_base: str, patterns: Sequence[str] = ("*",)) -> list[str]:
-    """Market-data files under `input_base` matching any of `patterns` (relative globs; directories that
-    match are searched recursively), sorted. Files of unknown type (README, .json, ...) are skipped."""
-    out = set()
+    """Market-data files (.csv, .zip, .parquet) under `input_base` (recursively) matching any of `patterns`,
+    sorted. A pattern without glob characters (`*?[`) matches every file whose path relative to
+    `input_base` contains it, case-insensitively (`binance` finds `binance/BTCUSDT-1m-2018-02.zip` and
+    `binance_vision_klines.parquet`); a glob matches the relative path, one of its folders (then everything
+    below it) or the file name (`*.parquet`, `BTCUSDT-*`, `2024/*`). Other files (README, .json,
+    .CHECKSUM, ...) are skipped. Raises `MarketDataError` listing the files seen when nothing matches."""
+    if not os.path.isdir(input_base):
+        raise MarketDataError(f"{input_base}: input folder does not exist (or is not a folder)")
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    out, seen = set(), []
     for root, _, files in os.walk(input_base):
         for name in files:
             path = os.path.join(root, name)
             rel = os.path.relpath(path, input_base)
-            parts = rel.split(os.sep)
-            prefixes = [os.sep.join(parts[:i]) for i in range(1, len(parts) + 1)]
-            if any(fnmatch.fnmatch(p, pat) for pat in patterns for p in prefixes):
-                if os.path.splitext(name)[1] in (".csv", ".zip", ".parquet"):
-                    out.add(path)
+            seen.append(rel)
+            if os.path.splitext(name)[1] in (".csv", ".zip", ".parquet") and any(_matches(p, rel) for p in patterns):
+                out.add(path)
+    if not out:
+        data = sorted(r for r in seen if os.path.splitext(r)[1] in (".csv", ".zip", ".parquet"))
+        shown = ", ".join(data[:20]) + (f", ... ({len(data)} in all)" if len(data) > 20 else "")
+        raise MarketDataError(
+            f"{input_base}: no market-data file matches input_patterns {patterns}: "
+            + (f"files seen: {shown}" if data else f"no .csv/.zip/.parquet file there ({len(seen)} other files)")
+            + ". A pattern without *?[ matches any file whose relative path contains it (e.g. 'klines'); a glob "
+              "matches the path, a folder or the file name (e.g. '*.parquet'); '*' takes everything.")
     return sorted(out)
 
 
@@ -137,21 +179,70 @@ def read_file(path: str, *, bad_rows: str = "error", drops: MutableMapping[str, 
               chunk_rows: int = DEFAULT_CHUNK_ROWS, asset: str | None = None) -> Iterator[BarChunk]:
     """Stream the validated bars of one file as `BarChunk`s (see the module docstring); with `asset`, only
     that asset's rows (tidy files: the other rows are skipped unparsed; row numbers stay those of the file)."""
-    fmt = detect_format(path)
+    fmt = _named(path, detect_format, path)
     if fmt == "tidy":
-        return read_tidy(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, asset=asset)
+        return _named_iter(path, read_tidy(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, asset=asset))
     reader = {"binance": read_binance_klines, "yahoo": read_yahoo_daily}.get(fmt)
     if reader is None:
         raise MarketDataError(f"{path}: not a market-data file (.csv, .zip or .parquet)")
     if asset is not None and asset not in list_assets(path):
         return iter(())
-    return reader(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows)
+    return _named_iter(path, reader(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows))
+
+
+def _read_error(path: str, e: Exception) -> MarketDataError:
+    return MarketDataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); is it truncated or "
+                           f"corrupt? Download or write it again")
+
+
+def _named(path: str, fn, *args, **kwargs):
+    """`fn(...)`, with any error that is not already a `MarketDataError` re-raised naming `path`."""
+    try:
+        return fn(*args, **kwargs)
+    except MarketDataError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  (ArrowInvalid, BadZipFile, ParserError, ...)
+        raise _read_error(path, e) from e
+
+
+def _named_iter(path: str, chunks: Iterator[BarChunk]) -> Iterator[BarChunk]:
+    try:
+        yield from chunks
+    except MarketDataError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except
+        raise _read_error(path, e) from e
+
+
+def verify_checksum(path: str) -> bool:
+    """Verify `path` against `path + ".CHECKSUM"` (Binance Data Vision: `<sha256 hex>  <file name>`) when that
+    file exists; True when verified, False when there is none; `MarketDataError` on a mismatch."""
+    sidecar = path + CHECKSUM_SUFFIX
+    if not os.path.exists(sidecar):
+        return False
+    with open(sidecar, "r", encoding="utf-8", errors="replace") as f:
+        fields = f.read().split()
+    if not fields or not re.fullmatch(r"[0-9a-fA-F]{64}", fields[0]):
+        raise MarketDataError(f"{sidecar}: not a sha256 checksum file (expected '<64 hex digits>  <file name>')")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest().lower() != fields[0].lower():
+        raise MarketDataError(f"{path}: sha256 {h.hexdigest()} does not match {os.path.basename(sidecar)} "
+                              f"({fields[0].lower()}): the file is corrupt or incomplete; download it again")
+    return True
 
 
 def list_assets(path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[str]:
     """The assets of one file, cheaply: Binance and Yahoo files hold one asset (from the file name); tidy
     files: the distinct values of the `asset` column only (read in chunks). Raises like the readers for an
-    unknown format, a bad Binance file name or missing required tidy columns."""
+    unknown format, a bad Binance file name or missing required tidy columns; any other read error is a
+    `MarketDataError` naming the file."""
+    return _named(path, _list_assets, path, chunk_rows)
+
+
+def _list_assets(path: str, chunk_rows: int) -> list[str]:
     fmt = detect_format(path)
     stem = os.path.splitext(os.path.basename(path))[0]
     if fmt == "binance":
@@ -219,6 +310,44 @@ def _numeric(frame: pd.DataFrame, col: str, path: str, rows: np.ndarray) -> np.n
     return values.to_numpy(np.float64)
 
 
+def _integers(frame: pd.DataFrame, col: str, path: str, rows: np.ndarray) -> np.ndarray:
+    """An integer column exactly (int64; nanosecond times do not survive float64), else `_numeric`."""
+    if frame[col].dtype.kind in "iu":
+        return frame[col].to_numpy(np.int64)
+    return _numeric(frame, col, path, rows)
+
+
+def _finite32(x: np.ndarray) -> np.ndarray:
+    """Finite and representable as float32 (the examples' type: a larger value would become inf there)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(x) & (np.abs(x) <= _FLOAT32_MAX)
+
+
+def unix_microseconds(values: np.ndarray, path: str, rows: np.ndarray, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer Unix times in s, ms, us or ns (per value, by magnitude: `OPEN_TIME_UNITS`) -> (int64
+    microseconds, microseconds of one unit of each value); `MarketDataError` naming file, row and value for
+    anything else (e.g. 0, negative, or a count of days)."""
+    t = np.asarray(values)
+    if not np.isfinite(t).all():
+        i = int(np.argmax(~np.isfinite(t)))
+        raise MarketDataError(f"{path}: row {rows[i]}: missing {col}")
+    t = t.astype(np.int64)
+    us = np.zeros(len(t), np.int64)
+    unit_us = np.zeros(len(t), np.int64)
+    known = np.zeros(len(t), bool)
+    for lo, hi, _, mult in OPEN_TIME_UNITS:
+        m = (t >= lo) & (t < hi)
+        us[m] = t[m] * mult if mult else t[m] // 1000
+        unit_us[m] = mult or 1
+        known |= m
+    if not known.all():
+        i = int(np.argmax(~known))
+        raise MarketDataError(
+            f"{path}: row {rows[i]}: {col} {int(t[i])} is not a Unix time in seconds, milliseconds, microseconds "
+            f"or nanoseconds (by magnitude: [1e8, 1e11) s, [1e11, 1e14) ms, [1e14, 1e17) us, [1e17, 1e19] ns)")
+    return us, unit_us
+
+
 def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray,
               price: np.ndarray | None, rows: np.ndarray, bad_rows: str, drops, last_ts: dict, key
               ) -> np.ndarray:
@@ -228,8 +357,8 @@ def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quot
     keep = np.ones(len(ts_us), bool)
     price_arr = price if price is not None else np.ones(len(ts_us))
     checks = [
-        (DROP_NON_FINITE, ~(np.isfinite(volume) & np.isfinite(quote_volume) & np.isfinite(price_arr)),
-         "NaN or infinite volume, quote volume or price"),
+        (DROP_NON_FINITE, ~(_finite32(volume) & _finite32(quote_volume) & np.isfinite(price_arr)),
+         "NaN or infinite volume, quote volume or price (or a volume beyond float32, the examples' type)"),
         (DROP_NON_POSITIVE_PRICE, price_arr <= 0, "zero or negative price"),
         (DROP_NEGATIVE_VOLUME, (volume < 0) | (quote_volume < 0), "negative volume or quote volume"),
     ]
@@ -305,6 +434,7 @@ def read_binance_klines(path: str, *, bad_rows: str = "error", drops=None, chunk
     asset = m.group("asset")
     label = m.group("interval")
     minutes = None if label.endswith(("s", "M")) else interval_minutes(label)
+    verify_checksum(path)
     with _open_binance_text(path) as text:
         first = text.readline()
     cells = [c.strip() for c in first.split(",")]
@@ -322,16 +452,11 @@ def read_binance_klines(path: str, *, bad_rows: str = "error", drops=None, chunk
         for frame in pd.read_csv(text, header=0 if header else None, names=names, chunksize=chunk_rows):
             rows = np.arange(start, start + len(frame))
             start += len(frame)
-            t_open = _numeric(frame, "open_time", path, rows)
-            if not np.isfinite(t_open).all():
-                i = int(np.argmax(~np.isfinite(t_open)))
-                raise MarketDataError(f"{path}: row {rows[i]}: missing open_time")
-            t_open = t_open.astype(np.int64)
-            us = np.where(t_open >= 10 ** 15, t_open, t_open * 1000)
+            us, _ = unix_microseconds(_integers(frame, "open_time", path, rows), path, rows, "open_time")
             if minutes is None or minutes == 0:
-                t_close = _numeric(frame, "close_time", path, rows).astype(np.int64)
-                t_close_us = np.where(t_close >= 10 ** 15, t_close, t_close * 1000)
-                span = np.median(t_close_us - us + (np.where(t_close >= 10 ** 15, 1, 1000)))
+                t_close_us, unit = unix_microseconds(_integers(frame, "close_time", path, rows), path, rows,
+                                                     "close_time")
+                span = np.median(t_close_us - us + unit)  # close_time = next open - 1 unit
                 minutes = max(1, int(round(span / 60e6)))
             volume = _numeric(frame, "volume", path, rows)
             quote = _numeric(frame, "quote_volume", path, rows)
@@ -341,8 +466,28 @@ def read_binance_klines(path: str, *, bad_rows: str = "error", drops=None, chunk
 
 
 # ----------------------------------------------------------------------------------------------- Yahoo
+#: Bar times before this (Unix microseconds, 1971-01-01 UTC) are refused: a modern time read in a unit 1000x
+#: too fine (seconds as milliseconds, milliseconds as microseconds, ...) lands in 1970.
+EARLIEST_TIME_US = 365 * 86400 * 10 ** 6
+
+
+def _check_epoch(us: np.ndarray, path: str, rows: np.ndarray, col: str) -> np.ndarray:
+    early = us < EARLIEST_TIME_US
+    if early.any():
+        i = int(np.argmax(early))
+        raise MarketDataError(f"{path}: row {rows[i]}: {col} {pd.Timestamp(int(us[i]), unit='us', tz='UTC')} is "
+                              f"before 1971: a Unix time written in the wrong unit (e.g. seconds stored as "
+                              f"milliseconds or nanoseconds)? Store bar open times as dates/times in UTC")
+    return us
+
+
 def _parse_times(values: pd.Series, path: str, rows: np.ndarray, col: str) -> np.ndarray:
-    """Strings or datetimes -> int64 Unix microseconds UTC; naive = UTC; mixed zones -> error."""
+    """Strings or datetimes -> int64 Unix microseconds UTC; naive = UTC; mixed zones -> error; times before
+    1971 (`EARLIEST_TIME_US`: a unit error) -> error."""
+    return _check_epoch(_parse_times_us(values, path, rows, col), path, rows, col)
+
+
+def _parse_times_us(values: pd.Series, path: str, rows: np.ndarray, col: str) -> np.ndarray:
     s = values
     if pd.api.types.is_datetime64_any_dtype(s):
         dt = s.dt.tz_convert("UTC") if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
@@ -449,6 +594,7 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
     one per (asset, bar length) present in each chunk; with `asset`, that asset's rows only."""
     last_ts: dict = {}
     inferred: dict = {}
+    unlabelled: dict = {}  # asset -> open times of its unlabelled rows (checked for a second bar length)
     for frame, rows in _tidy_frames(path, chunk_rows, asset):
         if "quote_volume" not in frame.columns and "close" not in frame.columns:
             raise MarketDataError(f"{path}: row 1: needs quote_volume, or close to estimate it as volume x close; "
@@ -492,4 +638,48 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
                     inferred[name] = minutes
             keep = _validate(path, name, ts[sel], volume[sel], quote[sel], None if close is None else close[sel],
                              rows[sel], bad_rows, drops, last_ts, (name, label))
+            if not label:
+                unlabelled.setdefault(name, []).append(ts[sel])
             yield _chunk(path, name, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep)
+    for name, parts in unlabelled.items():
+        check_single_bar_length(path, name, np.concatenate(parts), inferred[name])
+
+
+def check_single_bar_length(path: str, asset: str, timestamp_us: np.ndarray, minutes: int) -> None:
+    """Unlabelled rows of one asset (open times, microseconds, in file order) whose bar length was inferred
+    as `minutes`: `MarketDataError` naming the file, the asset and the bar lengths found (with their counts
+    of gaps) when at least `MIXED_RUN_GAPS` consecutive gaps of one other length show a second series, or
+    when at least `MIXED_RUN_GAPS` (and 1 %) of the rows repeat an open time (two overlapping series; with
+    `bad_rows="drop"` the duplicates would otherwise be dropped and the two series merged)."""
+    t = np.sort(np.asarray(timestamp_us, np.int64))
+    dups = int(np.sum(t[1:] == t[:-1]))
+    if dups >= MIXED_RUN_GAPS and dups >= 0.01 * len(t):
+        raise MarketDataError(
+            f"{path}: asset {asset} has {dups} rows repeating an open time out of {len(t)} and no 'frequency' "
+            f"column: two overlapping series (e.g. 5-minute and 15-minute bars)? Rows of two bar lengths cannot "
+            f"be told apart without the label and are never merged into one series: add a 'frequency' column "
+            f"(e.g. 15m), then declare the source bar length to use (source_bar_minutes)")
+    timestamp_us = np.unique(t)
+    d = np.diff(timestamp_us)
+    if len(d) < MIXED_RUN_GAPS:
+        return
+    cuts = np.flatnonzero(np.diff(d)) + 1
+    starts = np.concatenate([[0], cuts])
+    lengths = np.diff(np.concatenate([starts, [len(d)]]))
+    values = d[starts]
+    step = int(minutes) * 60_000_000
+    other = (lengths >= MIXED_RUN_GAPS) & (values > 0) & (values != step)
+    if not other.any():
+        return
+    found = {int(minutes): int(np.sum(d == step))}
+    for v, n in zip(values[other], lengths[other]):
+        m = v / 60e6
+        key = int(m) if m == int(m) else round(float(m), 3)
+        found[key] = found.get(key, 0) + int(n)
+    first = pd.Timestamp(int(timestamp_us[starts[np.argmax(other)]]), unit="us", tz="UTC")
+    listed = ", ".join(f"{m} min ({n} gaps)" for m, n in sorted(found.items()))
+    raise MarketDataError(
+        f"{path}: asset {asset} has bars of {len(found)} lengths and no 'frequency' column: {listed} (a run of "
+        f">= {MIXED_RUN_GAPS} gaps of another length starts at {first}). Rows of two bar lengths cannot be told "
+        f"apart without the label and are never merged into one series: add a 'frequency' column (e.g. 15m), "
+        f"then declare the source bar length to use (source_bar_minutes), or keep one bar length per file")
