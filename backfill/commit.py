@@ -10,7 +10,11 @@ Layout under the output root:
     _trash/<run_id>/      replaced partitions, deleted at the end of a commit
     _lock                 pid of the running backfill
 
-A run owns every partition (date, asset) of its request. Beam writes only under `_staging/<run_id>/`
+A run replaces exactly the partitions (date, asset) it produced (`partition_changes`): committed partitions
+of its date range that it did not produce (e.g. of assets absent from this run's source) are kept, unless
+the run asks for their removal explicitly (`remove_absent`, `lems backfill --remove-absent`); the run record
+(`_runs/<run_id>.json`, key "partitions"), the manifest ("last_run_partitions") and the CLI report what was
+replaced, added, kept and removed. Beam writes only under `_staging/<run_id>/`
 (each file via a temp name + rename), so a run killed before its commit leaves the committed data
 untouched; its staging is removed by the next run. The commit writes the journal (atomically), then per
 partition renames the old directory into `_trash/` and the staged one into place, updates the manifest,
@@ -156,13 +160,28 @@ def recover(root: str, keep_run: Optional[str] = None) -> Optional[str]:
     return done
 
 
+def partition_changes(root: str, staged: Iterable[tuple], in_range: Iterable[tuple], *,
+                      remove_absent: bool = False) -> dict:
+    """What a commit of `staged` does to the committed partitions of `root`: "replaced" (committed and
+    produced again), "added" (new), and, of the committed partitions `in_range` (the run's request: its dates
+    and assets) that it did not produce, "removed" when `remove_absent`, else "kept". Lists of
+    [date, asset], sorted."""
+    staged, committed = set(staged), list_partitions(root)
+    absent = (set(in_range) & committed) - staged
+    pairs = lambda keys: [list(k) for k in sorted(keys)]  # noqa: E731
+    return {"replaced": pairs(staged & committed), "added": pairs(staged - committed),
+            "kept": pairs(set() if remove_absent else absent), "removed": pairs(absent if remove_absent else set()),
+            "remove_absent": bool(remove_absent)}
+
+
 def commit(root: str, run_id: str, staged: dict, owned: Iterable[tuple], run_record: dict,
            fail_after_moves: Optional[int] = None) -> dict:
     """Replace the partitions `owned` by this run with its staged ones (see the module docstring).
 
     staged: {(date, asset): {"rows": int, "windows": int, ...}} written under `_staging/<run_id>/`;
-    owned: every (date, asset) of the request (committed ones without a staged replacement are removed).
-    Returns the new manifest.
+    owned: the (date, asset) partitions this run replaces (committed ones without a staged replacement are
+    removed: only pass those the user asked to remove, see `partition_changes`).
+    Returns the new manifest; its "last_run_partitions" counts the run record's "partitions" when it has them.
     """
     owned = set(owned) | set(staged)
     manifest = read_json(os.path.join(root, MANIFEST), {"partitions": {}})
@@ -176,21 +195,25 @@ def commit(root: str, run_id: str, staged: dict, owned: Iterable[tuple], run_rec
         else:
             entries[rel] = None  # removed: nothing in the new run for this partition
     journal = {"run_id": run_id, "moves": sorted(entries), "staged": sorted(partition_relpath(*k) for k in staged),
-               "manifest": _merged_manifest(manifest, entries, run_id), "run_record": run_record}
+               "manifest": _merged_manifest(manifest, entries, run_id, run_record.get("partitions")),
+               "run_record": run_record}
     write_json_atomic(os.path.join(root, JOURNAL), journal)
     _apply(root, journal, fail_after_moves=fail_after_moves)
     return journal["manifest"]
 
 
-def _merged_manifest(manifest: dict, entries: dict, run_id: str) -> dict:
+def _merged_manifest(manifest: dict, entries: dict, run_id: str, changes: Optional[dict] = None) -> dict:
     parts = dict(manifest.get("partitions", {}))
     for rel, entry in entries.items():
         if entry is None:
             parts.pop(rel, None)
         else:
             parts[rel] = entry
-    return {"partitions": dict(sorted(parts.items())), "last_run": run_id,
-            "total_rows": int(sum(p["rows"] for p in parts.values()))}
+    out = {"partitions": dict(sorted(parts.items())), "last_run": run_id,
+           "total_rows": int(sum(p["rows"] for p in parts.values()))}
+    if changes is not None:
+        out["last_run_partitions"] = {k: len(changes[k]) for k in ("replaced", "added", "kept", "removed")}
+    return out
 
 
 def _apply(root: str, journal: dict, fail_after_moves: Optional[int] = None) -> None:

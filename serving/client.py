@@ -18,6 +18,13 @@ order's scenario, the same fractions for a fraction of the cost.
 Re-planning keeps the order's origin: the request window stays the one of the original order, the realized
 execution bars replace their placeholders, and `serving.scheduling.remaining_schedule` spreads what is left
 (size - executed) over the bars left, finishing by `max_duration`.
+
+Order and bar semantics are checked before anything is sent (`lem_model.request_rules` through
+`serving.scheduling`: seconds, spacing at the order's frequency, volumes, over-fills, feasible rates unless
+`Order.allow_infeasible`): a violation is a ValueError naming the field, never a schedule. The served
+signatures check the same rules in their graph (trained frequencies included, from the model's own
+export); a request they refuse (INVALID_ARGUMENT) is a ValueError from `plan` too. Pass
+`trained_frequencies=` (the model's `lem_model.json`) to refuse a wrong frequency before the call.
 """
 from __future__ import annotations
 
@@ -30,9 +37,9 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from lem_model import layout
-from serving.scheduling import (Order, Schedule, build_request_window, make_schedule, scenario_indices,
-                                schedule_from_fractions)
-from serving.tensors import from_tensor_proto, to_tensor_proto
+from serving.scheduling import (Order, Schedule, build_request_window, check_order_state, make_schedule,
+                                model_rates, scenario_indices, schedule_from_fractions)
+from serving.tensors import from_tensor_proto, grpc_options, to_tensor_proto
 
 SIGNATURE = "serving_default"
 SCENARIO_SIGNATURE = "serve_scenario"
@@ -74,18 +81,21 @@ class LemClient:
 
     target: "host:port" of the gRPC endpoint; model_name: the served name (`ServingConfig.model_name`);
     timeout: seconds per call; window_bars / n_ahead: override what the metadata says (models exported with
-    unfixed shapes); use_scenario_signature: let `plan` call `serve_scenario` when the model has it.
+    unfixed shapes); use_scenario_signature: let `plan` call `serve_scenario` when the model has it;
+    trained_frequencies / session_frequencies: the model's (`trained_frequencies` / `session_frequencies` of
+    its `assets.extra/lem_model.json`) to check orders here as the server does (None: left to the server).
     """
 
     def __init__(self, target: str = "localhost:8500", model_name: str = "lem", *, signature: str = SIGNATURE,
                  timeout: float = 10.0, window_bars: Optional[int] = None, n_ahead: Optional[int] = None,
-                 use_scenario_signature: bool = True):
+                 use_scenario_signature: bool = True, trained_frequencies=None, session_frequencies=None):
         self.target, self.model_name, self.signature, self.timeout = target, model_name, signature, float(timeout)
         self.use_scenario_signature = bool(use_scenario_signature)
-        self._channel = grpc.insecure_channel(target)
+        self._channel = grpc.insecure_channel(target, options=grpc_options())   # message limits of the server
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._override = (window_bars, n_ahead)
         self._info: Optional[ModelInfo] = None
+        self.trained_frequencies, self.session_frequencies = trained_frequencies, session_frequencies
 
     def close(self):
         self._channel.close()
@@ -152,15 +162,23 @@ class LemClient:
         for attempt in range(2):
             info = self.metadata(refresh=attempt > 0)
             checked = order.validate(info.n_ahead)
-            window = build_request_window(bars, checked, window_bars=info.window_bars, n_ahead=info.n_ahead)
-            bars = (window.volume[None], window.quote_volume[None], window.timestamp[None],
-                    [checked.frequency_minutes], [checked.min_rate], [checked.max_rate])
+            window = build_request_window(bars, checked, window_bars=info.window_bars, n_ahead=info.n_ahead,
+                                          trained_frequencies=self.trained_frequencies,
+                                          session_frequencies=self.session_frequencies)
+            check_order_state(checked, elapsed=window.elapsed, executed=executed)   # before any call
+            request = (window.volume[None], window.quote_volume[None], window.timestamp[None],
+                       [checked.frequency_minutes], *([r] for r in model_rates(checked, info.n_ahead)))
             one_scenario = self.use_scenario_signature and info.scenario_signature and self.signature == SIGNATURE
-            if one_scenario:
-                scenario = layout.scenario_index(*scenario_indices(checked, info.n_ahead), info.n_ahead)
-                alloc, version = self.predict_scenario(*bars, [scenario])
-            else:
-                alloc, version = self.predict_allocations(*bars)
+            try:
+                if one_scenario:
+                    scenario = layout.scenario_index(*scenario_indices(checked, info.n_ahead), info.n_ahead)
+                    alloc, version = self.predict_scenario(*request, [scenario])
+                else:
+                    alloc, version = self.predict_allocations(*request)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ValueError(f"the served model refused the order: {exc.details()}") from exc
+                raise
             if version != info.version:   # a new version was swapped in between metadata and predict
                 fresh = self.metadata(refresh=True)
                 if (fresh.window_bars, fresh.n_ahead) != (info.window_bars, info.n_ahead):

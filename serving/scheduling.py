@@ -28,6 +28,15 @@ remains (nothing done is re-traded; an over-filled order gets zeros), and trades
 while incomplete. When what remains cannot be traded within the maximum rate in the bars left (`lo_k >
 hi_k`, e.g. after missed fills) the maximum rate yields to the deadline: the remainder is spread evenly over
 the bars left and a warning says so. `x_k` uses only `a_0 .. a_k`, which depend only on bars `< o+k`.
+
+Order and bar semantics (`lem_model.request_rules`, the rule set the exported signatures check in their
+graph too): `build_request_window` refuses bars not in Unix seconds, not strictly increasing, not spaced by
+the order's frequency (a gap is an error: nothing is filled), of a frequency the model was not trained on
+(when the caller knows them), with negative or inconsistent volumes. `schedule_from_fractions` /
+`make_schedule` refuse an over-fill (executed > size) and rates infeasible for the bars left
+(`min_rate * T_max > 1` or `max_rate * bars left < share left`) unless the order says `allow_infeasible=True`
+(a desk's choice): then the schedule is computed with the deadline rule above and `Schedule.infeasible`
+names the violated constraints (also in `to_dict()`).
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ from typing import Optional
 import numpy as np
 
 from lem_model import layout
+from lem_model import request_rules
 
 #: Raw bar fields of a request (docs/example-contract.md), in signature order.
 BAR_FIELDS = ("volume", "quote_volume", "timestamp")
@@ -55,7 +65,9 @@ class Order:
     <= N; None for max_duration = N); min_rate / max_rate: fractions of the order per bar (None = training
     defaults 1/N^2 and 1); asset: symbol (informational: one model serves all assets); frequency_minutes: bar
     length; start_time: open time (Unix s) of the first execution bar, None = the bar after the last bar
-    given (a new order); objective: "auto" | "beat" | "match" (see the module docstring).
+    given (a new order); objective: "auto" | "beat" | "match" (see the module docstring); allow_infeasible:
+    trade even when the rates cannot be met in the bars left (reported in `Schedule.infeasible`), instead of a
+    ValueError.
     """
     side: str
     target: str
@@ -69,6 +81,7 @@ class Order:
     frequency_minutes: int = 15
     start_time: Optional[int] = None
     objective: str = "auto"
+    allow_infeasible: bool = False
 
     def validate(self, n_ahead: int) -> "Order":
         """Check the order against a model with `n_ahead` execution bars; returns it with defaults filled."""
@@ -169,16 +182,23 @@ def _bars_arrays(bars) -> tuple:
     return volume, quote_volume, timestamp
 
 
-def build_request_window(bars, order: Order, *, window_bars: int, n_ahead: int) -> RequestWindow:
+def build_request_window(bars, order: Order, *, window_bars: int, n_ahead: int,
+                         trained_frequencies=None, session_frequencies=None) -> RequestWindow:
     """Cut the W+L+N request window of `order` from the bars realized so far.
 
     `bars`: columns volume, quote_volume, timestamp (time order, Unix s): all realized bars up to now, at
     least `W+L` before the order's first execution bar. The first execution bar is the bar opening at
     `order.start_time` (or, for a new order, the bar after the last one given). Bars not yet realized are
     placeholders: the last realized bar's volume and notional repeated, timestamps continued at the order's
-    frequency (causality makes their values irrelevant to every decidable step).
+    frequency (causality makes their values irrelevant to every decidable step). The window is checked with
+    the bar rules of `lem_model.request_rules` (ValueError naming the field); `trained_frequencies` /
+    `session_frequencies`: the model's (its `lem_model.json`), None = not checked here (the server does).
     """
     volume, quote_volume, timestamp = _bars_arrays(bars)
+    unit = request_rules.timestamp_unit(timestamp)
+    if unit != "s":
+        raise ValueError(f"bars 'timestamp' must be Unix seconds; the largest, {int(np.max(timestamp))}, looks like "
+                         f"{unit} (divide by {dict(ms='1e3', us='1e6', ns='1e9')[unit]})")
     history = window_bars - n_ahead
     step = int(order.frequency_minutes) * 60
     if order.start_time is None:
@@ -207,6 +227,10 @@ def build_request_window(bars, order: Order, *, window_bars: int, n_ahead: int) 
     vol = np.concatenate([volume[realized], np.full(n_future, volume[-1])])
     qv = np.concatenate([quote_volume[realized], np.full(n_future, quote_volume[-1])])
     ts = np.concatenate([timestamp[realized], fut_ts])
+    ctx = request_rules.context(horizon=n_ahead, trained_frequencies=trained_frequencies,
+                                session_frequencies=session_frequencies)
+    request_rules.check_numpy({"volume": vol[None], "quote_volume": qv[None], "timestamp": ts[None],
+                               "frequency_minutes": [int(order.frequency_minutes)]}, ctx, request_rules.BAR_RULES)
     return RequestWindow(volume=vol.astype(np.float32), quote_volume=qv.astype(np.float32),
                          timestamp=ts.astype(np.int64), origin=history, elapsed=elapsed)
 
@@ -236,6 +260,7 @@ class Schedule:
     units: str
     model_version: Optional[int] = None
     warnings: list = field(default_factory=list)
+    infeasible: list = field(default_factory=list)   # violated rate constraints traded anyway (allow_infeasible)
 
     def to_dict(self) -> dict:
         m, p, t = self.scenario
@@ -248,7 +273,33 @@ class Schedule:
             "fractions": [float(f) for f in self.fractions],
             "completion_step": self.completion_step, "completion_time": self.completion_time,
             "model_version": self.model_version, "warnings": list(self.warnings),
+            "infeasible": list(self.infeasible),
         }
+
+
+def check_order_state(order: Order, *, elapsed: int, executed: float) -> list:
+    """Over-fill and rate feasibility of a validated `order` with `elapsed` bars realized and `executed`
+    traded (`lem_model.request_rules`): ValueError on an over-fill, and on infeasible rates unless
+    `order.allow_infeasible`; returns the messages of the infeasible constraints traded anyway."""
+    request_rules.check_executed(order.size, executed)
+    share_left = max(float(order.size) - float(executed), 0.0) / float(order.size)
+    if share_left <= _DONE_TOL:
+        return []
+    ctx = request_rules.context(horizon=int(order.max_duration), bars_left=int(order.max_duration) - int(elapsed),
+                                share_left=share_left)
+    request = {"min_rate": [order.min_rate], "max_rate": [order.max_rate]}
+    bad = request_rules.violations(request, ctx, request_rules.FEASIBILITY_RULES)
+    if bad and not order.allow_infeasible:
+        raise ValueError(bad[0][0].text(ctx) + " (set allow_infeasible=True on the order to trade it anyway, "
+                                                "finishing by max_duration)")
+    return [rule.text(ctx) for rule, _ in bad]
+
+
+def model_rates(order: Order, n_ahead: int) -> tuple:
+    """(min_rate, max_rate) sent to the model: the order's, made feasible over the model's N bars (the
+    signatures refuse `min_rate * N > 1` and `max_rate * N < 1`); the schedule applies the order's own."""
+    lo, hi = float(order.min_rate), float(order.max_rate)
+    return min(lo, 1.0 / n_ahead), max(hi, 1.0 / n_ahead)
 
 
 def scenario_fractions(allocations: np.ndarray, scenario: tuple) -> np.ndarray:
@@ -326,7 +377,9 @@ def schedule_from_fractions(fractions: np.ndarray, order: Order, window: Request
     fractions = np.asarray(fractions, np.float64).reshape(-1)
     if fractions.shape != (n_ahead,):
         raise ValueError(f"fractions must have shape [N] = [{n_ahead}], got {fractions.shape}")
+    infeasible = check_order_state(order, elapsed=window.elapsed, executed=executed)
     quantities, warnings = remaining_schedule(fractions, order, elapsed=window.elapsed, executed=executed)
+    warnings = [f"infeasible constraint traded anyway (allow_infeasible): {m}" for m in infeasible] + warnings
     steps = np.arange(window.elapsed, order.max_duration)
     times = window.timestamp[window.origin + steps]
     remaining = max(float(order.size) - float(executed), 0.0)
@@ -342,4 +395,4 @@ def schedule_from_fractions(fractions: np.ndarray, order: Order, window: Request
                     quantities=quantities, fractions=fractions, scenario=scenario, completion_step=completion,
                     completion_time=None if completion is None else int(window.timestamp[window.origin + completion]),
                     units="shares" if order.target == "volume" else "notional", model_version=model_version,
-                    warnings=warnings)
+                    warnings=warnings, infeasible=infeasible)

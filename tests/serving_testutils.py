@@ -79,9 +79,10 @@ def train_tiny_lem(bars: dict, *, seed: int = 0, epochs: int = 2):
     return model
 
 
-def export_version(model, model_base_path: str, version: int) -> str:
-    """Export `model` with the Trainer's exporter to `<model_base_path>/<version>/` (Pusher layout)."""
+def export_version(model, model_base_path: str, version: int, **export_kw) -> str:
+    """Export `model` with the Trainer's exporter to `<model_base_path>/<version>/` (Pusher layout);
+    `export_kw`: e.g. trained_frequencies."""
     from components.trainer.export import export_serving_model
     path = os.path.join(model_base_path, str(version))
-    export_serving_model(model, FeatureTransformStandIn(**SIZES), path, **SIZES)
+    export_serving_model(model, FeatureTransformStandIn(**SIZES), path, **SIZES, **export_kw)
     return path

@@ -172,3 +172,23 @@ def test_request_window_accepts_a_dataframe_with_datetime_timestamps():
     w_ref = build_request_window(bars, _order(), window_bars=20 + N, n_ahead=N)
     np.testing.assert_array_equal(w.timestamp, w_ref.timestamp)
     np.testing.assert_array_equal(w.volume, w_ref.volume)
+
+
+def test_schedule_refuses_overfills_and_infeasible_rates_unless_flagged():
+    """`make_schedule` (the client's last step): an over-fill is a ValueError; rates that cannot finish the
+    order in the bars left are refused unless the order allows it, and then reported."""
+    from serving.scheduling import check_order_state, model_rates
+    rng = np.random.default_rng(6)
+    alloc = np.zeros((N, N + 1, 4, 2))
+    alloc[:] = _fractions(rng)[:, None, None, None]
+    window = build_request_window(_bars(40), _order(), window_bars=20 + N, n_ahead=N)
+    with pytest.raises(ValueError, match="executed: .*over-fill"):
+        make_schedule(alloc, _order(), window, executed=1000.01, n_ahead=N)
+    with pytest.raises(ValueError, match="max_rate: infeasible"):
+        make_schedule(alloc, _order(max_rate=0.1), window, n_ahead=N)
+    s = make_schedule(alloc, _order(max_rate=0.1, allow_infeasible=True), window, n_ahead=N)
+    assert s.infeasible and s.to_dict()["infeasible"] == s.infeasible and np.isclose(s.quantities.sum(), 1000.0)
+    assert check_order_state(_order(max_rate=0.2), elapsed=0, executed=0.0) == []        # 0.2 x 6 >= 1
+    with pytest.raises(ValueError, match="max_rate: infeasible"):                        # 0.4 left, 1 bar
+        check_order_state(_order(max_rate=0.2), elapsed=N - 1, executed=600.0)
+    assert model_rates(_order(max_duration=3, min_rate=0.3), N) == (1 / N, 1.0)
