@@ -1,4 +1,5 @@
-"""`lems serve`: the development PredictionService server over the Pusher's directory (serving/server.py).
+"""`lems serve`: the development PredictionService server over the Pusher's directory (serving/server.py), which
+loads versions as TF Serving does (session + SignatureDef tensor names) and replays their warm-up file first.
 
 For development and tests only; production runs `tensorflow_model_server` (serving/README.md).
 """
@@ -18,6 +19,9 @@ def add_parser(parser):
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500, as tensorflow_model_server)")
     parser.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for a new version")
     parser.add_argument("--max-workers", type=int, default=8, help="gRPC worker threads")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="most orders per request (default: the server's, 4096; capped to what fits in the "
+                             "64 MiB message limit)")
 
 
 def run(args):
@@ -32,8 +36,9 @@ def run(args):
     base = base or os.path.join("runs", "serving", name)
 
     from serving.server import DevServer
+    extra = {} if args.max_batch is None else {"max_batch": args.max_batch}
     server = DevServer(base, name, host=args.host, port=args.port, poll_seconds=args.poll_seconds,
-                       max_workers=args.max_workers)
+                       max_workers=args.max_workers, **extra)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -5,20 +5,26 @@ FOR DEVELOPMENT AND TESTS ONLY. Production serves the same pushed SavedModel, un
 binary cannot be installed on the development machines. It reproduces what the LEM client relies on:
 
   * model directory: `<model_base_path>/<version>/saved_model.pb` (TF Serving / Pusher layout); the highest
-    version is served, and the directory is polled every `poll_seconds` for a newer one (loaded next to the
-    old one, then swapped in; requests never see a half-loaded model). A version that fails to load is
-    logged and retried with a backoff (a Pusher may still be copying it) while the previous one serves.
-  * Predict on any signature of the SavedModel (`serving_default`, `serve_tf_examples`), through
-    `tf.saved_model.load(...).signatures`, with `output_filter`;
-  * GetModelMetadata with `metadata_field: "signature_def"`, answered from the SavedModel's own SignatureDefs;
-  * warm-up: the version's `assets.extra/tf_serving_warmup_requests` (serving/warmup.py) is replayed before
-    it serves, as `tensorflow_model_server --enable_model_warmup` does.
+    version is served, and the directory is polled every `poll_seconds` for a newer one, which a background
+    thread loads and warms up next to the old one, then swaps in (requests never see a half-loaded or cold
+    model, and are answered by the old version meanwhile). The old version's session is closed when its
+    last in-flight request is done (memory released). A version that fails to load is logged and retried
+    with a backoff (a Pusher may still be copying it) while the previous one serves.
+  * loading as `tensorflow_model_server` does: the MetaGraph tagged `serve` into a TF1-style session
+    (`tf.compat.v1.saved_model.loader.load`, components.serving_check.session_model), Predict on any
+    SignatureDef (`serving_default`, `serve_scenario`, `serve_tf_examples`) by its tensor names, with
+    `output_filter`; GetModelMetadata with `metadata_field: "signature_def"`, from the same SignatureDefs;
+  * warm-up: the version's `assets.extra/tf_serving_warmup_requests` (written by the Trainer's export,
+    components.trainer.warmup) is replayed before it serves, as `--enable_model_warmup` does;
+  * gRPC message limit `serving.tensors.MAX_MESSAGE_BYTES` (64 MiB) on receive and send; the batch limit of
+    a signature is `max_batch` or the rows that fit in that limit, whichever is smaller.
 
 Errors, never a crash (each request is checked against the signature before it runs):
   NOT_FOUND          unknown model name, a version other than the served one, unknown signature, no version
                      loaded yet;
   INVALID_ARGUMENT   missing or unexpected inputs, wrong dtype, wrong rank or fixed dimension, inconsistent
-                     batch sizes, empty or too large batch, NaN/Inf in a float input, undecodable tensors,
+                     batch sizes, empty or too large batch (checked on the declared shapes before anything
+                     is decoded or allocated), NaN/Inf in a float input, undecodable tensors,
                      unknown output in output_filter, errors the model itself raises on its inputs;
   INTERNAL           anything else (logged with its traceback; the server keeps serving).
 """
@@ -37,7 +43,8 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from serving.tensors import dtype_name, from_tensor_proto, to_tensor_proto
+from serving.tensors import (MAX_MESSAGE_BYTES, declared_shape, dtype_name, from_tensor_proto, grpc_options,
+                             itemsize, to_tensor_proto)
 
 log = logging.getLogger("lems.serving")
 
@@ -72,12 +79,35 @@ def _tensor_info_shape(info) -> Optional[tuple]:
     return tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
 
 
-class LoadedModel:
-    """One version of the SavedModel: its callable signatures and their SignatureDefs."""
+def _row_bytes(infos) -> int:
+    """Bytes one batch row of these TensorInfos takes (fixed dims x dtype size; strings and unknown dims
+    count 0)."""
+    total = 0
+    for info in infos:
+        shape = _tensor_info_shape(info)
+        if not shape or any(d is None for d in shape[1:]):
+            continue
+        n = 1
+        for d in shape[1:]:
+            n *= d
+        total += n * itemsize(info.dtype)
+    return total
 
-    def __init__(self, path: str, version: int):
-        import tensorflow as tf
+
+class LoadedModel:
+    """One version of the SavedModel, loaded as `tensorflow_model_server` loads it: the `serve` MetaGraph in
+    its own session (components.serving_check.session_model), signatures run by SignatureDef tensor names.
+
+    The warm-up file is replayed before the constructor returns (so before the version serves; `warmed_up`
+    lists the (signature, batch) pairs replayed). In-flight requests hold a reference (`acquire`/`release`);
+    `retire()` (the registry swapped a newer version in) closes the session once the last one is done, which
+    releases the graph, the variables and the compiled XLA code.
+    """
+
+    def __init__(self, path: str, version: int, max_message_bytes: int = MAX_MESSAGE_BYTES):
         from tensorflow.core.protobuf import saved_model_pb2
+
+        from components.serving_check.session_model import SessionModel
 
         self.path, self.version = path, int(version)
         pb = os.path.join(path, "saved_model.pb")
@@ -86,23 +116,34 @@ class LoadedModel:
             saved = saved_model_pb2.SavedModel.FromString(f.read())
         if not saved.meta_graphs:
             raise ValueError(f"{pb} holds no MetaGraph")
-        self.signature_defs = {k: v for k, v in saved.meta_graphs[0].signature_def.items()
-                               if not k.startswith("__")}
-        self._loaded = tf.saved_model.load(path)
-        self.signatures = {k: self._loaded.signatures[k] for k in self.signature_defs
-                           if k in self._loaded.signatures}
-        if not self.signatures:
-            raise ValueError(f"SavedModel {path} has no serving signature")
-        self.inputs = {k: {name: InputSpec(name, info.dtype, _tensor_info_shape(info))
-                           for name, info in sd.inputs.items()}
-                       for k, sd in self.signature_defs.items()}
-        self.outputs = {k: sorted(sd.outputs) for k, sd in self.signature_defs.items()}
-        self.warmup_requests = self._warm_up()
+        self._session = SessionModel(path)
+        self._lock = threading.Lock()
+        self._refs, self._retired = 0, False
+        try:
+            self.signature_defs = dict(self._session.signature_defs)
+            self.signatures = self.signature_defs        # name -> SignatureDef (what the server can run)
+            self.inputs = {k: {name: InputSpec(name, info.dtype, _tensor_info_shape(info))
+                               for name, info in sd.inputs.items()}
+                           for k, sd in self.signature_defs.items()}
+            self.outputs = {k: sorted(sd.outputs) for k, sd in self.signature_defs.items()}
+            # most rows a request / an answer of each signature can hold within the gRPC message limit
+            # (1 % + 64 kB left for the protobuf framing)
+            usable = int(max_message_bytes * 0.99) - (64 << 10)
+            self.message_rows = {k: usable // max(_row_bytes(sd.inputs.values()), _row_bytes(sd.outputs.values()), 1)
+                                 for k, sd in self.signature_defs.items()}
+            self.warmed_up: list = []
+            self.warmup_requests = self._warm_up()
+        except Exception:
+            self._session.close()
+            raise
+
+    def run(self, signature: str, arrays: dict, outputs: list) -> dict:
+        """{output: ndarray} of `signature` on the checked `arrays` (session run by tensor names)."""
+        return self._session.run(signature, arrays, outputs)
 
     def _warm_up(self) -> int:
         """Replay `assets.extra/tf_serving_warmup_requests` (TF Serving's warm-up file) before the version
         serves; a failing warm-up request fails the load, as in TF Serving."""
-        import tensorflow as tf
         from serving.warmup import read_warmup_requests
 
         requests = read_warmup_requests(self.path)
@@ -111,9 +152,51 @@ class LoadedModel:
             if signature not in self.signatures:
                 raise ValueError(f"warm-up request {i} names unknown signature {signature!r}")
             arrays = validate_inputs(request.inputs, self.inputs[signature], signature, max_batch=1 << 20)
-            self.signatures[signature](**{k: tf.constant(v, dtype=tf.dtypes.as_dtype(self.inputs[signature][k].dtype))
-                                          for k, v in arrays.items()})
+            self.run(signature, arrays, self.outputs[signature])
+            batch = next((len(v) for v in arrays.values() if np.ndim(v)), 1)
+            self.warmed_up.append((signature, int(batch)))
         return len(requests)
+
+    def acquire(self) -> bool:
+        """Take a reference for one request; False once the version is retired (use the new one)."""
+        with self._lock:
+            if self._retired:
+                return False
+            self._refs += 1
+            return True
+
+    def release(self):
+        with self._lock:
+            self._refs -= 1
+            done = self._retired and self._refs == 0
+        if done:
+            self._close()
+
+    def retire(self):
+        """No new requests; the session closes when the last in-flight one releases it (now if none)."""
+        with self._lock:
+            self._retired = True
+            done = self._refs == 0
+        if done:
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def _close(self):
+        self._session.close()
+        _return_freed_memory()
+        log.info("released version %d (%s)", self.version, self.path)
+
+
+def _return_freed_memory():
+    """Hand the heap pages the closed session freed back to the OS (glibc keeps them otherwise)."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc: the memory is reused by the next load instead
+        pass
 
 
 def list_versions(model_base_path: str) -> list:
@@ -172,11 +255,25 @@ class ModelRegistry:
                     continue
                 self._failures.pop(version, None)
                 self._current = model
+                if current is not None:
+                    current.retire()     # closed when its in-flight requests are done
                 log.info("serving model %s version %d from %s (loaded in %.1f s, %d warm-up requests)",
                          self.model_name, version, path, time.monotonic() - started,
                          getattr(model, "warmup_requests", 0))
                 return True
             return False
+
+    def acquire(self) -> Optional[LoadedModel]:
+        """The served version with a reference taken for one request (release it after), or None."""
+        while True:
+            model = self._current
+            if model is None:
+                return None
+            if not hasattr(model, "acquire") or model.acquire():
+                return model
+            if model is self._current:     # retired and not replaced: the registry was stopped
+                return None
+            # retired between the read and acquire: a newer version is current now, take that one
 
     def load_failures(self, version: int) -> int:
         """How many times `version` failed to load since it last loaded."""
@@ -195,18 +292,20 @@ class ModelRegistry:
             self._thread = threading.Thread(target=self._run, name=f"poll-{self.model_name}", daemon=True)
             self._thread.start()
 
-    def stop(self):
+    def stop(self, release: bool = True):
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.poll_seconds + 5)
+            self._thread.join(timeout=self.poll_seconds + 120)   # a load in progress finishes first
             self._thread = None
+        if release and self._current is not None and hasattr(self._current, "retire"):
+            self._current.retire()
 
 
-def _signature_and_model(registry: ModelRegistry, model_spec, default_signature: Optional[str]):
+def _signature_and_model(registry: ModelRegistry, model_spec, default_signature: Optional[str], model):
+    """Check the request's model spec against `model` (the version acquired for it) -> (model, signature)."""
     if model_spec.name != registry.model_name:
         raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: model "
                            f"{model_spec.name!r} (this server serves {registry.model_name!r})")
-    model = registry.current
     if model is None:
         raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {registry.model_name!r} has no version loaded yet "
                            f"(none found under {registry.model_base_path})")
@@ -237,8 +336,13 @@ def _error_summary(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def validate_inputs(request_inputs, specs: dict, signature: str, max_batch: int) -> dict:
-    """Decode and check the request's named tensors against a signature's inputs -> {name: ndarray}."""
+def validate_inputs(request_inputs, specs: dict, signature: str, max_batch: int,
+                    max_bytes: int = MAX_MESSAGE_BYTES) -> dict:
+    """Check the request's named tensors against a signature's inputs and decode them -> {name: ndarray}.
+
+    Everything that bounds the size (dtype, declared shape, fixed dimensions, batch size 1..max_batch, decoded
+    bytes <= max_bytes) is checked on the declared shapes BEFORE any tensor is decoded, so a small request
+    declaring a huge tensor (e.g. batch 10^6 in the one-value fill encoding) is refused without allocating."""
     expected = ", ".join(s.describe() for s in specs.values())
     missing = sorted(set(specs) - set(request_inputs))
     if missing:
@@ -248,33 +352,40 @@ def validate_inputs(request_inputs, specs: dict, signature: str, max_batch: int)
     if extra:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected input(s) {extra} for signature "
                            f"{signature!r}; expected {expected}")
-    arrays, batch = {}, None
+    batch = None
     for name, spec in specs.items():
         proto = request_inputs[name]
         if proto.dtype != spec.dtype:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} has dtype "
                                f"{dtype_name(proto.dtype)}; signature {signature!r} expects {spec.describe()}")
         try:
-            arr = from_tensor_proto(proto)
+            shape = declared_shape(proto)
         except ValueError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} cannot be decoded: {exc}") from None
         if spec.shape is not None:
-            if arr.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, arr.shape)):
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} has shape {list(arr.shape)}; "
+            if len(shape) != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, shape)):
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} has shape {list(shape)}; "
                                    f"signature {signature!r} expects {spec.describe()}")
             if spec.shape and spec.shape[0] is None:
+                if not 1 <= shape[0] <= max_batch:
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"batch size {shape[0]} (input {name!r}) "
+                                       f"out of range 1..{max_batch} for signature {signature!r}")
                 if batch is None:
-                    batch = (name, arr.shape[0])
-                elif arr.shape[0] != batch[1]:
+                    batch = (name, shape[0])
+                elif shape[0] != batch[1]:
                     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"inputs disagree on the batch size: "
-                                       f"{batch[0]!r} has {batch[1]}, {name!r} has {arr.shape[0]}")
+                                       f"{batch[0]!r} has {batch[1]}, {name!r} has {shape[0]}")
+    arrays = {}
+    for name, spec in specs.items():
+        try:
+            arr = from_tensor_proto(request_inputs[name], max_bytes=max_bytes)
+        except ValueError as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} cannot be decoded: {exc}") from None
         if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} holds {len(bad)} NaN/Inf "
                                f"value(s), first at index {tuple(int(i) for i in bad[0])}")
         arrays[name] = arr
-    if batch is not None and not 1 <= batch[1] <= max_batch:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"batch size {batch[1]} out of range 1..{max_batch}")
     return arrays
 
 
@@ -284,6 +395,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def __init__(self, registry: ModelRegistry, max_batch: int = 4096):
         self.registry, self.max_batch = registry, int(max_batch)
+
+    def max_batch_for(self, model, signature: str) -> int:
+        """`max_batch`, capped to the rows a request and its answer can hold within the message limit."""
+        return min(self.max_batch, getattr(model, "message_rows", {}).get(signature, self.max_batch))
 
     def _guard(self, method, request, context):
         try:
@@ -301,29 +416,36 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._guard(self._metadata, request, context)
 
     def _predict(self, request):
-        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        model, signature = _signature_and_model(self.registry, request.model_spec, DEFAULT_SIGNATURE)
-        arrays = validate_inputs(request.inputs, model.inputs[signature], signature, self.max_batch)
+        model = self.registry.acquire()
+        try:
+            return self._predict_with(model, request, predict_pb2.PredictResponse())
+        finally:
+            if model is not None and hasattr(model, "release"):
+                model.release()
+
+    def _predict_with(self, model, request, response):
+        import tensorflow as tf
+
+        model, signature = _signature_and_model(self.registry, request.model_spec, DEFAULT_SIGNATURE, model)
+        arrays = validate_inputs(request.inputs, model.inputs[signature], signature,
+                                 self.max_batch_for(model, signature))
         wanted = list(request.output_filter) or model.outputs[signature]
         unknown = sorted(set(wanted) - set(model.outputs[signature]))
         if unknown:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown output(s) {unknown}; "
                                f"signature {signature!r} has {model.outputs[signature]}")
-        tensors = {name: tf.constant(arr, dtype=tf.dtypes.as_dtype(model.inputs[signature][name].dtype))
-                   for name, arr in arrays.items()}
         try:
-            outputs = model.signatures[signature](**tensors)
+            outputs = model.run(signature, arrays, wanted)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"the model rejected the inputs: {_error_summary(exc)}") from None
-        response = predict_pb2.PredictResponse()
         response.model_spec.name = self.registry.model_name
         response.model_spec.version.value = model.version
         response.model_spec.signature_name = signature
         for name in wanted:
-            response.outputs[name].CopyFrom(to_tensor_proto(outputs[name].numpy()))
+            response.outputs[name].CopyFrom(to_tensor_proto(np.asarray(outputs[name])))
         return response
 
     def _metadata(self, request):
@@ -337,7 +459,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if unsupported:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"metadata field(s) {unsupported} not supported; "
                                "only 'signature_def'")
-        model, _ = _signature_and_model(self.registry, request.model_spec, None)
+        model, _ = _signature_and_model(self.registry, request.model_spec, None, self.registry.current)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = self.registry.model_name
         response.model_spec.version.value = model.version
@@ -356,8 +478,11 @@ class DevServer:
     """
 
     def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, *, host: str = "127.0.0.1",
-                 port: int = 8500, poll_seconds: float = 2.0, max_workers: int = 8, max_batch: int = 4096):
-        self.registry = ModelRegistry(model_base_path, model_name, poll_seconds)
+                 port: int = 8500, poll_seconds: float = 2.0, max_workers: int = 8, max_batch: int = 4096,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES):
+        self.max_message_bytes = int(max_message_bytes)
+        self.registry = ModelRegistry(model_base_path, model_name, poll_seconds,
+                                      loader=lambda path, version: LoadedModel(path, version, self.max_message_bytes))
         self.host, self.requested_port = host, int(port)
         self.max_workers, self.max_batch = int(max_workers), int(max_batch)
         self.port: Optional[int] = None
@@ -373,7 +498,8 @@ class DevServer:
             log.warning("no loadable version under %s yet; polling every %.1f s", self.registry.model_base_path,
                         self.registry.poll_seconds)
         self.registry.start()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers),
+                             options=grpc_options(self.max_message_bytes))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.registry, self.max_batch), server)
         self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")

@@ -27,6 +27,36 @@ _VAL_FIELD = {
 }
 
 
+#: gRPC message size limit (bytes) of both ends: `lems serve` (receive and send) and `LemClient` (its channel).
+#: TF Serving's own server accepts messages up to 2 GiB; gRPC's default 4 MiB would refuse a `serving_default`
+#: request above ~1,870 windows of 468 bars and its 4,096-window answer (20 MB). 64 MiB holds both at the
+#: paper's sizes (request ~7.5 kB, answer ~5 kB per window); the servers cap the batch to what fits.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def grpc_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list:
+    """gRPC channel/server options raising the send and receive message limits to `max_message_bytes`."""
+    return [("grpc.max_send_message_length", int(max_message_bytes)),
+            ("grpc.max_receive_message_length", int(max_message_bytes))]
+
+
+def itemsize(dtype_enum: int) -> int:
+    """Bytes per element of a numeric TF dtype (0 for strings and unknown dtypes)."""
+    np_dtype = _DTYPE_TO_NUMPY.get(dtype_enum)
+    return 0 if np_dtype is None else np_dtype.itemsize
+
+
+def declared_shape(proto: tensor_pb2.TensorProto) -> tuple:
+    """The shape a TensorProto declares, read without decoding anything; ValueError on unknown rank or a
+    negative dimension."""
+    if proto.tensor_shape.unknown_rank:
+        raise ValueError("tensor has unknown rank")
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"tensor has a negative dimension: {list(shape)}")
+    return shape
+
+
 def dtype_name(dtype_enum: int) -> str:
     """'DT_FLOAT' etc. for messages."""
     try:
@@ -52,14 +82,17 @@ def to_tensor_proto(value, dtype=None) -> tensor_pb2.TensorProto:
     return proto
 
 
-def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """TensorProto -> NumPy array; ValueError when shape and values disagree or the dtype is unsupported."""
-    if proto.tensor_shape.unknown_rank:
-        raise ValueError("tensor has unknown rank")
-    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    if any(d < 0 for d in shape):
-        raise ValueError(f"tensor has a negative dimension: {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+def from_tensor_proto(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> np.ndarray:
+    """TensorProto -> NumPy array; ValueError when shape and values disagree, the dtype is unsupported or
+    (with `max_bytes`) the declared shape needs more than `max_bytes` once decoded -- checked before anything
+    is allocated (the one-value "fill" encoding would otherwise expand a tiny message to any size)."""
+    shape = declared_shape(proto)
+    count = 1
+    for d in shape:        # Python ints: no overflow for shapes like [2**40, 140]
+        count *= d
+    if max_bytes is not None and count * max(itemsize(proto.dtype), 1) > max_bytes:
+        raise ValueError(f"declared shape {list(shape)} of {dtype_name(proto.dtype)} needs "
+                         f"{count * max(itemsize(proto.dtype), 1):,} bytes, above the limit of {max_bytes:,}")
     if proto.dtype == types_pb2.DT_STRING:
         vals = list(proto.string_val)
         if len(vals) == count:

@@ -13,10 +13,16 @@ with three `tf.function` signatures, saved with `tf.saved_model.save`:
 - `serve_tf_examples`: `examples` string [B] (serialized tf.Example with the raw fields; optional float
   features `min_rate`/`max_rate`, default 1/N^2 and 1) -> `allocations`.
 
+`serving_default` and `serve_scenario` check the order/bar rules of `lem_model.request_rules` in the graph
+(`request_checks`): a request in milliseconds, with gaps, of a frequency the model was not trained on, with
+negative or inconsistent volumes or infeasible rates fails with INVALID_ARGUMENT naming the field.
+`serve_tf_examples` (the evaluation path on the ExampleGen's own windows) does not.
+
 Raw fields the transform graph takes but a request does not carry are filled in the graph: `origin_time`
 = `timestamp[:, W+L]`, other missing fields with empty/zero placeholders (they do not enter the features).
 The sizes and hyperparameters are also written to `assets.extra/lem_model.json` (W and L cannot be read
-from the signature shapes alone: those give W+L+N and N).
+from the signature shapes alone: those give W+L+N and N), TF Serving's warm-up requests to
+`assets.extra/tf_serving_warmup_requests` (`components.trainer.warmup`).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from typing import Mapping
 import tensorflow as tf
 
 from lem_model import layout
+from lem_model import request_rules
 
 BARS_KEY = "bars"
 REQUEST_BAR_FIELDS = ("volume", "quote_volume", "timestamp", "frequency_minutes")
@@ -59,9 +66,44 @@ def _fill_raw(raw: dict, raw_spec: Mapping, batch, origin_index: int) -> dict:
     return out
 
 
+def _captured_variables(concrete_functions) -> list:
+    """The tf.Variables the concrete functions read (each once, in first-use order)."""
+    seen, out = set(), []
+    for fn in concrete_functions:
+        for v in fn.variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def request_checks(inputs: dict, rule_context: dict) -> list:
+    """`tf.debugging.Assert` ops of the order/bar rules (`lem_model.request_rules`) on a signature's raw
+    inputs: a violation fails the call with InvalidArgumentError "assertion failed: [<field>: <message>]
+    [first bad order:] [b]" (INVALID_ARGUMENT at the server), never a schedule. The asserts run in rule
+    order (each depends on the previous one), so the error names the first rule violated, as the client's."""
+    import tensorflow.experimental.numpy as tnp
+    checks = []
+    for rule in request_rules.RULES:
+        with tf.control_dependencies(checks[-1:]):
+            ok = tf.reshape(rule.check(tnp, inputs, rule_context), [-1])
+            first = tf.concat([tf.where(tf.logical_not(ok))[:, 0], tf.constant([-1], tf.int64)], 0)[0]
+            checks.append(tf.debugging.Assert(tf.reduce_all(ok), [rule.text(rule_context), "first bad order:", first],
+                                              name=f"request_rule_{len(checks)}"))
+    return checks
+
+
 def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_window: int, lookback: int,
-                         n_ahead: int, metadata: Mapping | None = None) -> str:
-    """Save `model` (Keras 3 LEM) with the transform graph and the three signatures to `export_dir`."""
+                         n_ahead: int, metadata: Mapping | None = None, trained_frequencies=None,
+                         session_frequencies=None, warmup: bool = True) -> str:
+    """Save `model` (Keras 3 LEM) with the transform graph and the three signatures to `export_dir`.
+
+    trained_frequencies: bar lengths (minutes) of the training data; the raw-bar signatures refuse others
+    (None: any >= 1). session_frequencies: those trained with the missing-bar rule "skip" (their bars may step
+    over closed sessions). Both are recorded in `assets.extra/lem_model.json`. warmup: also write TF Serving's
+    warm-up file (`components.trainer.warmup`; its windows use the first trained frequency, else 15)."""
+    rule_context = request_rules.context(horizon=n_ahead, trained_frequencies=trained_frequencies,
+                                         session_frequencies=session_frequencies)
     total = norm_window + lookback + n_ahead
     origin = norm_window + lookback
     raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
@@ -74,8 +116,13 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
     parse_spec["max_rate"] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
 
     module = tf.Module()
-    module.model = model
     module.tft_layer = tf_transform_output.transform_features_layer()
+    # The Keras model is NOT tracked as `module.model`: Keras 3 exports each `keras.Variable` as a second,
+    # separate graph variable (`Variable_<n>`) which the checkpoint restores, while the traced functions read
+    # the wrapped `tf.Variable`. TF2's Python loader resolves that through the object graph, but TF Serving's
+    # session loader (restore op + SignatureDef tensors, components.serving_check) leaves the captured ones
+    # uninitialized ("Could not find variable ..."). `module.serving_variables` (below) tracks exactly the
+    # tf.Variables the signatures capture, so the restore op initializes them (and no optimizer slots ship).
 
     def model_inputs(raw, min_rate, max_rate):
         batch = tf.shape(raw["volume"])[0]
@@ -85,7 +132,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
                 "max_rate": tf.reshape(tf.cast(max_rate, tf.float32), [-1, 1])}
 
     def allocations(raw, min_rate, max_rate):
-        out = module.model(model_inputs(raw, min_rate, max_rate), training=False)
+        out = model(model_inputs(raw, min_rate, max_rate), training=False)
         return {"allocations": tf.cast(out, tf.float32)}
 
     bar_specs = [tf.TensorSpec([None, total], tf.float32, name="volume"),
@@ -99,6 +146,8 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
     def serve_bars(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate):
         raw = {"volume": volume, "quote_volume": quote_volume, "timestamp": timestamp,
                "frequency_minutes": frequency_minutes}
+        with tf.control_dependencies(request_checks(dict(raw, min_rate=min_rate, max_rate=max_rate), rule_context)):
+            raw["volume"] = tf.identity(volume)
         return allocations(raw, min_rate, max_rate)
 
     num_scenarios = layout.num_min_periods(n_ahead) * layout.PATHS_PER_MIN_PERIOD
@@ -111,11 +160,13 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
                                                     message=f"scenario must be in 0..{num_scenarios - 1}"),
                   tf.debugging.assert_less(scenario, tf.constant(num_scenarios, tf.int64),
                                            message=f"scenario must be in 0..{num_scenarios - 1}")]
-        with tf.control_dependencies(checks):
-            scenario = tf.identity(scenario)
         raw = {"volume": volume, "quote_volume": quote_volume, "timestamp": timestamp,
                "frequency_minutes": frequency_minutes}
-        out = module.model.allocate_scenario(model_inputs(raw, min_rate, max_rate), scenario, training=False)
+        checks += request_checks(dict(raw, min_rate=min_rate, max_rate=max_rate), rule_context)
+        with tf.control_dependencies(checks):
+            scenario = tf.identity(scenario)
+            raw["volume"] = tf.identity(volume)
+        out = model.allocate_scenario(model_inputs(raw, min_rate, max_rate), scenario, training=False)
         return {"allocations": tf.cast(out, tf.float32)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -134,13 +185,20 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
     signatures = {"serving_default": serve_bars.get_concrete_function(),
                   "serve_scenario": serve_scenario.get_concrete_function(),
                   "serve_tf_examples": serve_tf_examples.get_concrete_function()}
+    module.serving_variables = _captured_variables(signatures.values())
     tf.saved_model.save(module, export_dir, signatures=signatures)
     meta = {"norm_window": int(norm_window), "lookback": int(lookback), "n_ahead": int(n_ahead),
             "window_bars": int(total), "default_min_rate": default_min_rate(n_ahead), "default_max_rate": 1.0,
+            "trained_frequencies": rule_context["trained_frequencies"],
+            "session_frequencies": rule_context["session_frequencies"],
             **dict(metadata or {})}
     os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         f.write(json.dumps(meta, indent=2, default=str))
+    if warmup:   # TF Serving's warm-up file: each signature at each batch size the XLA path compiles for
+        from components.trainer.warmup import write_warmup_file
+        write_warmup_file(export_dir, window_bars=total, n_ahead=n_ahead,
+                          frequencies=tuple(rule_context["trained_frequencies"] or (15,))[:1])
     return export_dir
 
 
