@@ -5,6 +5,12 @@ scale-free; the forward-filled VWAP of bar o-1 = the labels' price reference) an
 evaluator (`lem_model.slippage.slippage`), called on the labels exactly as `evaluate_allocations` does, so
 `slippage_bps` equals the evaluator's value; achieved and benchmark prices are reported in quote currency
 (the label ratios times the reference price; bps are invariant to that scale).
+
+Beside the LEM's slippage every row carries the baselines' slippage of the same order against the scenario's
+benchmark, by the same evaluator (`components.evaluator.order_slippage.baseline_slippage`, volume target,
+window = all N bars): `twap_volume_slippage_bps` and `vwap_curve_slippage_bps` (the volume-curve VWAP schedule
+of the profile estimated on a pipeline run's training split, `components.evaluator.vwap_curve`; NaN when the
+backfill is given no profile).
 """
 from __future__ import annotations
 
@@ -17,7 +23,30 @@ from lem_model import layout, slippage
 RAW_KEYS = ("volume", "quote_volume", "timestamp", "frequency_minutes", "asset", "origin_time")
 #: Columns carried between Beam stages (NumPy arrays, one entry per row).
 CARRIED = ("origin_time", "frequency_minutes", "scenario", "schedule", "achieved_price", "benchmark_price",
-           "reference_price", "slippage_bps", "improvement_bps", "window_bars")
+           "reference_price", "slippage_bps", "improvement_bps", "window_bars", "twap_volume_slippage_bps",
+           "vwap_curve_slippage_bps")
+#: Baseline column -> series name of `order_slippage.BASELINES` per benchmark.
+BASELINE_COLUMNS = {"twap_volume_slippage_bps": {"vwap": "twap_volume_vs_vwap", "twap": "twap_volume_vs_twap"},
+                    "vwap_curve_slippage_bps": {"vwap": "vwap_curve_volume_vs_vwap",
+                                                "twap": "vwap_curve_volume_vs_twap"}}
+
+
+def vwap_curve_schedules(raw: dict, profiles, *, norm_window: int, lookback: int, n_ahead: int):
+    """[B, N] volume-curve schedules of the windows from profiles {"ASSET/FREQ": [bars_per_day]} (the
+    `profiles` of a `vwap_curve_profile.json`); an asset/frequency without a profile gets TWAP, as in the
+    Evaluator. None when `profiles` is None."""
+    if profiles is None:
+        return None
+    from lem_model import baselines
+    o = norm_window + lookback
+    out = np.empty((len(raw["frequency_minutes"]), n_ahead))
+    for i, (asset, freq) in enumerate(zip(raw["asset"], raw["frequency_minutes"])):
+        asset = asset.decode() if isinstance(asset, bytes) else str(asset)
+        profile = profiles.get(f"{asset}/{int(freq)}")
+        profile = np.ones(baselines.bars_per_day(int(freq))) if profile is None else np.asarray(profile)
+        out[i] = baselines.volume_curve_schedule(profile, baselines.time_of_bar(raw["timestamp"][i:i + 1, o],
+                                                                               int(freq)), n_ahead)[0]
+    return out
 
 
 def stack_windows(windows: Sequence[dict]) -> dict:
@@ -53,22 +82,26 @@ def reference_price(raw: dict, *, norm_window: int, lookback: int) -> np.ndarray
 
 
 def window_rows(raw: dict, allocations: Sequence[np.ndarray], scenarios, *, norm_window: int, lookback: int,
-                n_ahead: int) -> dict:
+                n_ahead: int, vwap_curve_profiles=None) -> dict:
     """Rows of B windows x S scenarios (window-major), as the `CARRIED` arrays.
 
     raw: batched raw fields (`stack_windows`); allocations: one [B, N, N+1, 4, 2] array per constraint of
-    `scenarios` (in the order of `constraint_index(scenarios)`); scenarios: `spec.Scenario` list.
+    `scenarios` (in the order of `constraint_index(scenarios)`); scenarios: `spec.Scenario` list;
+    vwap_curve_profiles: {"ASSET/FREQ": profile} for the VWAP-curve baseline (None: that column is NaN).
     """
-    from components.evaluator.order_slippage import labels_from_raw
+    from components.evaluator.order_slippage import baseline_slippage, labels_from_raw
     labels = labels_from_raw(raw["volume"], raw["quote_volume"], raw["timestamp"], raw["frequency_minutes"],
                              norm_window=norm_window, lookback=lookback, n_ahead=n_ahead).astype(np.float64)
+    curve = vwap_curve_schedules(raw, vwap_curve_profiles, norm_window=norm_window, lookback=lookback,
+                                 n_ahead=n_ahead)
+    base = baseline_slippage(labels, curve)
     ref = reference_price(raw, norm_window=norm_window, lookback=lookback)
     vol, price = labels[..., layout.LABEL_VOLUME], labels[..., layout.LABEL_VWAP]
     cidx = constraint_index(scenarios)
     b, s = len(ref), len(scenarios)
     schedule = np.empty((b, s, n_ahead), np.float32)
     cols = {k: np.empty((b, s), np.float64) for k in ("achieved_price", "benchmark_price", "slippage_bps",
-                                                      "improvement_bps")}
+                                                      "improvement_bps", *BASELINE_COLUMNS)}
     window_bars = np.empty((b, s), np.int64)
     for j, sc in enumerate(scenarios):
         a = np.asarray(allocations[cidx[(sc.min_rate, sc.max_rate)]])[:, :, sc.head, sc.path, sc.target]
@@ -80,6 +113,9 @@ def window_rows(raw: dict, allocations: Sequence[np.ndarray], scenarios, *, norm
         cols["benchmark_price"][:, j] = res.benchmark * ref
         cols["slippage_bps"][:, j] = res.bps
         cols["improvement_bps"][:, j] = res.improvement_bps
+        for col, by_bench in BASELINE_COLUMNS.items():
+            series = by_bench[layout.PATH_BENCHMARK[sc.path]]
+            cols[col][:, j] = base[series] if series in base else np.nan
         window_bars[:, j] = res.window_bars
     rep = lambda x: np.repeat(np.asarray(x), s)  # noqa: E731 - per-window value on every scenario row
     return {"origin_time": rep(raw["origin_time"]), "frequency_minutes": rep(raw["frequency_minutes"]),
@@ -129,5 +165,7 @@ def to_arrow(rows: dict, scenarios, *, n_ahead: int, model_version: str):
         "slippage_bps": pa.array(r["slippage_bps"], pa.float64()),
         "improvement_bps": pa.array(r["improvement_bps"], pa.float64()),
         "window_bars": pa.array(r["window_bars"], pa.int32()),
+        "twap_volume_slippage_bps": pa.array(r["twap_volume_slippage_bps"], pa.float64()),
+        "vwap_curve_slippage_bps": pa.array(r["vwap_curve_slippage_bps"], pa.float64()),
         "model_version": pa.array([model_version] * n, pa.string()),
     })

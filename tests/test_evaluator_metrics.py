@@ -22,7 +22,13 @@ def _orders(b, seed=0):
     freq = np.full(b, 15, np.int64)
     alloc = rng.random((b, N, N + 1, 4, 2))
     alloc /= alloc.sum(axis=1, keepdims=True)
-    return alloc, {"volume": volume, "quote_volume": quote, "timestamp": timestamp, "frequency_minutes": freq}
+    curve = rng.random((b, N)) + 0.5
+    return alloc, {"volume": volume, "quote_volume": quote, "timestamp": timestamp, "frequency_minutes": freq,
+                   osl.VWAP_CURVE_FEATURE: (curve / curve.sum(axis=1, keepdims=True)).astype(np.float32)}
+
+
+def _bars(raw):
+    return {k: v for k, v in raw.items() if k != osl.VWAP_CURVE_FEATURE}
 
 
 class _Element(dict):
@@ -51,9 +57,15 @@ def _combine(alloc, raw, parts=2):
 def test_combiner_equals_direct_evaluation():
     alloc, raw = _orders(300)
     out = _combine(alloc, raw, parts=3)
-    labels = osl.labels_from_raw(**raw, norm_window=W, lookback=L, n_ahead=N)
+    labels = osl.labels_from_raw(**_bars(raw), norm_window=W, lookback=L, n_ahead=N)
     bps = slippage.evaluate_allocations(alloc, labels)
     assert out["order_count"] == 300
+    curve = slippage.slippage(raw[osl.VWAP_CURVE_FEATURE], labels[..., 0], labels[..., 1], N, "buy", "vwap", "volume")
+    assert out["baseline/vwap_curve_volume_vs_vwap/std"] == pytest.approx(np.std(curve.bps, ddof=1), rel=1e-6)
+    assert out["match_vwap_std_ratio/lo"] <= out["match_vwap_std_ratio"] <= out["match_vwap_std_ratio/hi"]
+    diff = out["compare/vwap_curve_volume_vs_vwap/buy/diff_mean"]
+    assert diff == pytest.approx(np.mean(np.abs(bps[:, N, 0, 0]) - np.abs(curve.bps)), rel=1e-6)
+    assert 0 < out["compare/vwap_curve_volume_vs_vwap/buy/p_value"] <= 1
     for m in (0, N - 1, N):
         for p, path in enumerate(layout.PATHS):
             stats = slippage.table_statistics(bps[:, m, p, 1])
@@ -90,17 +102,74 @@ def test_nonfinite_allocations_are_counted_not_dropped():
 def test_eval_config_thresholds_follow_the_config():
     from components.evaluator.eval_config import build_eval_config
     cfg = build_eval_config(n_ahead=N, lookback=L, norm_window=W, max_nonfinite=0, max_match_std_ratio=0.8,
-                            champion_max_std_increase_bps=2.5, slice_features=["asset"])
+                            champion_max_std_increase_bps=2.5, min_slice_orders=50,
+                            slice_features=["asset", "frequency_minutes"])
     spec = cfg.metrics_specs[0]
-    assert json.loads(spec.metrics[0].config) == {"n_ahead": N, "lookback": L, "norm_window": W}
-    assert spec.thresholds["nonfinite_count"].value_threshold.upper_bound.value == 0
-    overall = spec.per_slice_thresholds["match_vwap_std_ratio"].thresholds[0]
-    assert overall.threshold.value_threshold.upper_bound.value == pytest.approx(0.8)
-    assert list(overall.slicing_specs[0].feature_keys) == []  # overall slice only
-    champion = spec.per_slice_thresholds["match_vwap_std_bps"].thresholds[0].threshold.change_threshold
+    assert json.loads(spec.metrics[0].config) == {"n_ahead": N, "lookback": L, "norm_window": W,
+                                                  "min_slice_orders": 50}
+    every = [[], ["asset"], ["frequency_minutes"], ["asset", "frequency_minutes"]]
+    assert [list(s.feature_keys) for s in cfg.slicing_specs] == every
+    nonfinite = spec.per_slice_thresholds["gate/nonfinite_count"].thresholds[0]
+    assert nonfinite.threshold.value_threshold.upper_bound.value == 0
+    ratio = spec.per_slice_thresholds["gate/match_vwap_std_ratio"].thresholds[0]
+    assert ratio.threshold.value_threshold.upper_bound.value == pytest.approx(0.8)
+    assert [list(s.feature_keys) for s in ratio.slicing_specs] == every  # every reported slice is gated
+    champion = spec.per_slice_thresholds["gate/match_vwap_std_bps"].thresholds[0].threshold.change_threshold
     assert champion.absolute.value == pytest.approx(2.5)
     assert [m.is_baseline for m in cfg.model_specs] == [False, True]
-    assert [list(s.feature_keys) for s in cfg.slicing_specs] == [[], ["asset"]]
     no_champion = build_eval_config(n_ahead=N, lookback=L, norm_window=W, max_nonfinite=0, max_match_std_ratio=1,
-                                    champion_max_std_increase_bps=None)
+                                    champion_max_std_increase_bps=None, min_slice_orders=200)
     assert len(no_champion.model_specs) == 1
+
+
+def _validate_slices(per_slice_bps, min_slice_orders):
+    """Run TFMA's own validator (the one the Evaluator runs) on the metrics of every slice."""
+    from tensorflow_model_analysis.evaluators import metrics_validator
+    from components.evaluator.eval_config import build_eval_config
+    cfg = build_eval_config(n_ahead=N, lookback=L, norm_window=W, max_nonfinite=0, max_match_std_ratio=1.0,
+                            champion_max_std_increase_bps=None, min_slice_orders=min_slice_orders,
+                            slice_features=["asset"])
+    # one model spec: TFMA keys its metrics and thresholds with model_name ""
+    comps = lem_metrics._slippage_computations(N, L, W, "allocations", min_slice_orders=min_slice_orders,
+                                               model_names=[""])
+    keys = {k.name: k for k in comps[0].keys}
+    failures = {}
+    for slice_key, (lem, base, blocks) in per_slice_bps.items():
+        values = lem_metrics.metric_values(lem, base, blocks=blocks, min_slice_orders=min_slice_orders, n_boot=50)
+        result = metrics_validator.validate_metrics((slice_key, {keys[n]: v for n, v in values.items()}), cfg)
+        failures[slice_key] = sorted(f.metric_key.name for s in result.metric_validations_per_slice
+                                     for f in s.failures)
+    return failures
+
+
+def _slice_case(n_bad):
+    """Asset AAA (600 orders): the LEM's match-VWAP std is 1/5 of TWAP-volume's; asset BBB (n_bad orders): 1.5x.
+    Overall the LEM beats TWAP (AAA's large TWAP errors dominate)."""
+    rng = np.random.default_rng(5)
+    parts = {}
+    for asset, b, twap_sd, lem_sd in (("AAA", 600, 10.0, 2.0), ("BBB", n_bad, 1.0, 1.5)):
+        lem = np.zeros((b, N + 1, 4, 2))
+        lem[:] = rng.normal(0, lem_sd, (b, 1, 1, 1))
+        base = {k: rng.normal(0, twap_sd, b) for k in osl.BASELINES}
+        parts[asset] = (lem, base, np.arange(b) // 20)
+    cat = lambda i: np.concatenate([parts[a][i] for a in parts])  # noqa: E731
+    overall = (cat(0), {k: np.concatenate([parts[a][1][k] for a in parts]) for k in osl.BASELINES}, cat(2))
+    slices = {(): overall, (("asset", "AAA"),): parts["AAA"], (("asset", "BBB"),): parts["BBB"]}
+    ratios = {k: osl.match_std_ratio(v[0], v[1]) for k, v in slices.items()}
+    assert ratios[()] < 1 and ratios[(("asset", "AAA"),)] < 1 and ratios[(("asset", "BBB"),)] > 1.3
+    return slices
+
+
+def test_blessing_refuses_a_model_that_loses_to_twap_on_one_gated_slice():
+    failures = _validate_slices(_slice_case(n_bad=250), min_slice_orders=200)
+    assert failures[()] == [] and failures[(("asset", "AAA"),)] == []
+    assert failures[(("asset", "BBB"),)] == ["gate/match_vwap_std_ratio"]
+
+
+def test_blessing_passes_it_when_that_slice_is_below_the_count():
+    failures = _validate_slices(_slice_case(n_bad=150), min_slice_orders=200)
+    assert all(f == [] for f in failures.values()), failures
+    # ...but non-finite outputs fail a slice of any size
+    slices = _slice_case(n_bad=150)
+    slices[(("asset", "BBB"),)][0][3] = np.nan
+    assert _validate_slices(slices, min_slice_orders=200)[(("asset", "BBB"),)] == ["gate/nonfinite_count"]

@@ -11,7 +11,19 @@ Metric names (all in bps unless stated; `{stat}` in mean, std, median, p5, p95, 
   - `baseline/{twap_volume|twap_notional}_vs_{vwap|twap}/{stat}`: TWAP schedules (window = all N bars);
   - `order_count` (orders), `nonfinite_count` (undefined slippage values + non-finite allocations);
   - `match_vwap_std_bps`: max over sides of the std of the match-VWAP head (volume target);
-  - `match_vwap_std_ratio`: that std / the std of TWAP-volume vs VWAP (blessing: <= threshold).
+  - `match_vwap_std_ratio`: that std / the std of TWAP-volume vs VWAP (blessing: <= threshold), with its
+    block-bootstrap interval `match_vwap_std_ratio/lo|hi` (`lem_model.bootstrap`, blocks = order start dates);
+  - `compare/{baseline}/{side}/{k}`: the match-VWAP head (volume) vs each baseline of `COMPARED` on the same
+    orders: std_ratio (+ _lo/_hi), paired difference of |slippage| diff_mean (+ diff_lo/diff_hi) and p_value;
+  - `ci/{series}/{mean|std}_{lo|hi}`: 95 % intervals of the mean and std of the baselines and match heads;
+  - per-slice gate (`min_slice_orders`): `gated` = 1 when the slice has at least that many orders, else 0, and
+    `gate/{nonfinite_count|match_vwap_std_ratio|match_vwap_std_bps}`, the metrics the blessing thresholds
+    read: equal to the plain metric on a gated slice; on a smaller slice (reported, not gated) the ratio and
+    std are 0 and the non-finite count keeps only non-finite allocations and undefined slippage values (bad
+    outputs fail every slice; statistics of too few orders do not). TFMA 0.47 has no "threshold only where
+    the slice has >= k examples": `Options.min_slice_size` removes the metrics of smaller slices and its
+    validator then fails them as "Metric not found", so the count condition lives in these metrics and the
+    thresholds stay TFMA's own per-slice thresholds (`components.evaluator.eval_config`).
 Statistics need every value (percentiles), so the accumulator keeps per-order slippage ([N+1, 4, 2] + 4
 baselines per order: ~110 floats for N = 12); raw inputs are buffered and evaluated in batches.
 """
@@ -25,17 +37,33 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 
 from components.evaluator import order_slippage as osl
-from lem_model import layout, slippage
+from lem_model import bootstrap, layout, slippage
 from lem_model.presets import PAPER_SIZES
 
 SLIPPAGE_METRIC_NAME = "lem_slippage"
-RAW_FEATURES = ("volume", "quote_volume", "timestamp", "frequency_minutes")
+RAW_FEATURES = ("volume", "quote_volume", "timestamp", "frequency_minutes", osl.VWAP_CURVE_FEATURE)
+#: Default of `EvaluationConfig.min_slice_orders` is defined there; this is only the metric's fallback.
+DEFAULT_MIN_SLICE_ORDERS = 0
+#: Baselines the match-VWAP head is compared with (std ratio, paired difference, p-value).
+COMPARED = ("twap_volume_vs_vwap", "twap_notional_vs_vwap", "vwap_curve_volume_vs_vwap")
+COMPARE_KEYS = ("std_ratio", "std_ratio_lo", "std_ratio_hi", "diff_mean", "diff_lo", "diff_hi", "p_value")
+GATED_METRICS = ("nonfinite_count", "match_vwap_std_ratio", "match_vwap_std_bps")
+#: Bootstrap replicates of the Evaluator's intervals (seeded: the same data give the same intervals).
+N_BOOT = bootstrap.N_BOOT
+
+
+def ci_series(n_ahead: int) -> list:
+    """Series with mean/std intervals: every baseline and the match-VWAP head (volume) of each side."""
+    return list(osl.BASELINES) + [f"{side}_vwap/volume/match" for side in layout.SIDES]
 _FLUSH_EVERY = 256
 
 
 def metric_names(n_ahead: int) -> List[str]:
     """Every metric name the metric emits for N = n_ahead (see module docstring)."""
-    names = ["order_count", "nonfinite_count", "match_vwap_std_bps", "match_vwap_std_ratio"]
+    names = ["order_count", "nonfinite_count", "match_vwap_std_bps", "match_vwap_std_ratio",
+             "match_vwap_std_ratio/lo", "match_vwap_std_ratio/hi", "gated"] + [f"gate/{g}" for g in GATED_METRICS]
+    names += [f"compare/{b}/{side}/{k}" for b in COMPARED for side in layout.SIDES for k in COMPARE_KEYS]
+    names += [f"ci/{series}/{k}" for series in ci_series(n_ahead) for k in ("mean_lo", "mean_hi", "std_lo", "std_hi")]
     for path in layout.PATHS:
         for target in layout.TARGETS:
             for m in range(n_ahead + 1):
@@ -45,10 +73,16 @@ def metric_names(n_ahead: int) -> List[str]:
     return names
 
 
-def metric_values(lem_bps: np.ndarray, baseline_bps: Dict[str, np.ndarray], nonfinite_alloc: int = 0) -> Dict[str, float]:
-    """Name -> value of every metric from per-order slippage (lem_bps [B, N+1, 4, 2], baselines name -> [B])."""
+def metric_values(lem_bps: np.ndarray, baseline_bps: Dict[str, np.ndarray], nonfinite_alloc: int = 0, *,
+                  blocks=None, min_slice_orders: int = DEFAULT_MIN_SLICE_ORDERS, n_boot: int = N_BOOT
+                  ) -> Dict[str, float]:
+    """Name -> value of every metric from per-order slippage (lem_bps [B, N+1, 4, 2], baselines name -> [B]).
+
+    blocks: [B] bootstrap block of each order (`lem_model.bootstrap.day_blocks` of its first execution bar;
+    None = every order its own block); min_slice_orders: the gate (module docstring)."""
     n = lem_bps.shape[1] - 1
-    out = {"order_count": float(lem_bps.shape[0])}
+    b = lem_bps.shape[0]
+    out = {"order_count": float(b)}
     nonfinite = int(nonfinite_alloc)
     for p, path in enumerate(layout.PATHS):
         for t, target in enumerate(layout.TARGETS):
@@ -57,32 +91,60 @@ def metric_values(lem_bps: np.ndarray, baseline_bps: Dict[str, np.ndarray], nonf
                 nonfinite += stats["n_invalid"]
                 for s in slippage.STAT_COLUMNS:
                     out[f"slippage/{path}/{target}/{osl.head_name(m, n)}/{s}"] = stats[s]
-    for base, values in baseline_bps.items():
-        stats = slippage.table_statistics(values)
+    for base in osl.BASELINES:
+        if base not in baseline_bps:
+            raise ValueError(f"baseline series '{base}' missing (have {sorted(baseline_bps)}); the evaluation "
+                             f"examples need the '{osl.VWAP_CURVE_FEATURE}' feature (VwapCurveBaseline component)")
+        stats = slippage.table_statistics(baseline_bps[base])
         nonfinite += stats["n_invalid"]
         for s in slippage.STAT_COLUMNS:
             out[f"baseline/{base}/{s}"] = stats[s]
+    invalid_values = nonfinite  # non-finite allocations and undefined slippage values
     t = layout.target_index("volume")
-    out["match_vwap_std_bps"] = float(max(
-        slippage.table_statistics(lem_bps[:, n, layout.path_index(side, "vwap"), t])["std"]
-        for side in layout.SIDES)) if lem_bps.shape[0] else float("nan")
-    out["match_vwap_std_ratio"] = osl.match_std_ratio(lem_bps, baseline_bps) if lem_bps.shape[0] else float("nan")
+    match = {side: lem_bps[:, n, layout.path_index(side, "vwap"), t] for side in layout.SIDES}
+    out["match_vwap_std_bps"] = float(max(slippage.table_statistics(v)["std"] for v in match.values())) if b \
+        else float("nan")
+    out["match_vwap_std_ratio"] = osl.match_std_ratio(lem_bps, baseline_bps) if b else float("nan")
     # NaN statistics (e.g. an empty slice) count as non-finite too, so "all metrics finite" means what it says.
     nonfinite += sum(1 for v in out.values() if not np.isfinite(v))
     out["nonfinite_count"] = float(nonfinite)
+    gated = b >= int(min_slice_orders)
+    out["gated"] = float(gated)
+    out["gate/nonfinite_count"] = float(nonfinite if gated else invalid_values)
+    out["gate/match_vwap_std_ratio"] = out["match_vwap_std_ratio"] if gated else 0.0
+    out["gate/match_vwap_std_bps"] = out["match_vwap_std_bps"] if gated else 0.0
+    # Intervals (not gated; NaN where a slice is too small to resample).
+    blocks = np.arange(b) if blocks is None else np.asarray(blocks).reshape(-1)
+    boot = dict(n_boot=n_boot, seed=0)
+    worst = None
+    for base in COMPARED:
+        for side, values in match.items():
+            c = bootstrap.compare(values, baseline_bps[base], blocks, **boot)
+            for k in COMPARE_KEYS:
+                out[f"compare/{base}/{side}/{k}"] = float(c[k])
+            if base == "twap_volume_vs_vwap" and (worst is None or c["std_ratio"] > worst["std_ratio"]):
+                worst = c
+    out["match_vwap_std_ratio/lo"] = float(worst["std_ratio_lo"]) if worst else float("nan")
+    out["match_vwap_std_ratio/hi"] = float(worst["std_ratio_hi"]) if worst else float("nan")
+    series = dict(baseline_bps)
+    series.update({f"{side}_vwap/volume/match": v for side, v in match.items()})
+    for name in ci_series(n):
+        st = bootstrap.sample_statistics(series[name], blocks, **boot)
+        for k in ("mean_lo", "mean_hi", "std_lo", "std_hi"):
+            out[f"ci/{name}/{k}"] = float(st[k])
     return out
 
 
 class LemSlippage(tfma.metrics.Metric):
     """Slippage statistics of a LEM (see module docstring). Configure in an EvalConfig with
     `tfma.MetricConfig(class_name="LemSlippage", module="components.evaluator.metrics",
-    config='{"n_ahead": N, "lookback": L, "norm_window": W}')`."""
+    config='{"n_ahead": N, "lookback": L, "norm_window": W, "min_slice_orders": K}')`."""
 
     def __init__(self, n_ahead: int = PAPER_SIZES["n_ahead"], lookback: int = PAPER_SIZES["lookback"],
                  norm_window: int = PAPER_SIZES["norm_window"], prediction_key: str = "allocations",
-                 name: str = SLIPPAGE_METRIC_NAME):
+                 min_slice_orders: int = DEFAULT_MIN_SLICE_ORDERS, name: str = SLIPPAGE_METRIC_NAME):
         super().__init__(_slippage_computations, n_ahead=n_ahead, lookback=lookback, norm_window=norm_window,
-                         prediction_key=prediction_key, name=name)
+                         prediction_key=prediction_key, min_slice_orders=min_slice_orders, name=name)
 
     @property
     def compute_confidence_interval(self) -> bool:
@@ -90,7 +152,7 @@ class LemSlippage(tfma.metrics.Metric):
 
 
 def _slippage_computations(n_ahead: int, lookback: int, norm_window: int, prediction_key: str,
-                           name: str = SLIPPAGE_METRIC_NAME, model_names: Optional[List[str]] = None,
+                           min_slice_orders: int = DEFAULT_MIN_SLICE_ORDERS, name: str = SLIPPAGE_METRIC_NAME, model_names: Optional[List[str]] = None,
                            output_names: Optional[List[str]] = None,
                            example_weighted: bool = False) -> metric_types.MetricComputations:
     # Orders are unweighted; keys carry example_weighted=None, as TFMA keys MetricsSpec.thresholds.
@@ -107,17 +169,19 @@ def _slippage_computations(n_ahead: int, lookback: int, norm_window: int, predic
                     feature_keys=list(RAW_FEATURES), include_default_inputs=True,
                     model_names=[model_name] if model_name else None)],
                 combiner=_SlippageCombiner(keys, model_name, output_name, prediction_key,
-                                           dict(n_ahead=n_ahead, lookback=lookback, norm_window=norm_window))))
+                                           dict(n_ahead=n_ahead, lookback=lookback, norm_window=norm_window),
+                                           min_slice_orders=min_slice_orders)))
     return computations
 
 
 class _Accumulator:
-    __slots__ = ("pending", "lem", "base", "nonfinite_alloc")
+    __slots__ = ("pending", "lem", "base", "blocks", "nonfinite_alloc")
 
     def __init__(self):
         self.pending: list = []            # (alloc [b,N,N+1,4,2], {feature: [b, ...]}) not yet evaluated
         self.lem: list = []                # [b, N+1, 4, 2] arrays
         self.base: Dict[str, list] = {k: [] for k in osl.BASELINES}
+        self.blocks: list = []             # [b] bootstrap blocks (start dates)
         self.nonfinite_alloc = 0
 
 
@@ -125,9 +189,10 @@ class _SlippageCombiner(beam.CombineFn):
     """Buffers (allocations, raw bars) per order and evaluates them in batches with the ONE evaluator."""
 
     def __init__(self, keys: Dict[str, metric_types.MetricKey], model_name: str, output_name: str,
-                 prediction_key: str, sizes: Dict[str, int]):
+                 prediction_key: str, sizes: Dict[str, int], min_slice_orders: int = DEFAULT_MIN_SLICE_ORDERS):
         self._keys, self._model_name, self._output_name = keys, model_name, output_name
         self._prediction_key, self._sizes = prediction_key, sizes
+        self._min_slice_orders = int(min_slice_orders)
 
     def create_accumulator(self) -> _Accumulator:
         return _Accumulator()
@@ -148,10 +213,15 @@ class _SlippageCombiner(beam.CombineFn):
         feats = element.get_features() or {}
         missing = [k for k in RAW_FEATURES if k not in feats]
         if missing:
-            raise ValueError(f"evaluation examples lack raw feature(s) {missing}; have {sorted(feats)}")
+            raise ValueError(f"evaluation examples lack raw feature(s) {missing}; have {sorted(feats)}"
+                             + (f" ('{osl.VWAP_CURVE_FEATURE}' is added by the VwapCurveBaseline component)"
+                                if osl.VWAP_CURVE_FEATURE in missing else ""))
         total = sum(self._sizes[k] for k in ("norm_window", "lookback", "n_ahead"))
         raw = {k: np.asarray(feats[k]) for k in RAW_FEATURES}
-        raw = {k: (v.reshape(-1, total) if k != "frequency_minutes" else v.reshape(-1)) for k, v in raw.items()}
+        n = self._sizes["n_ahead"]
+        width = {"frequency_minutes": None, osl.VWAP_CURVE_FEATURE: n}
+        raw = {k: (v.reshape(-1) if width.get(k, total) is None else v.reshape(-1, width.get(k, total)))
+               for k, v in raw.items()}
         acc.pending.append((alloc, raw))
         if len(acc.pending) >= _FLUSH_EVERY:
             self._flush(acc)
@@ -169,10 +239,12 @@ class _SlippageCombiner(beam.CombineFn):
                                      raw["frequency_minutes"], **self._sizes)
         # Orders with non-finite allocations count as non-finite; their slippage is NaN (not dropped).
         alloc = np.where(bad[:, None, None, None, None], 1.0 / alloc.shape[1], alloc)
-        result = osl.order_slippage(alloc, labels)
+        result = osl.order_slippage(alloc, labels, raw[osl.VWAP_CURVE_FEATURE])
         lem = result.lem_bps
         lem[bad] = np.nan
         acc.lem.append(lem)
+        o = self._sizes["norm_window"] + self._sizes["lookback"]
+        acc.blocks.append(bootstrap.day_blocks(raw["timestamp"][:, o]))
         for k, v in result.baseline_bps.items():
             acc.base[k].append(v)
 
@@ -181,6 +253,7 @@ class _SlippageCombiner(beam.CombineFn):
         for acc in accumulators:
             out.pending += acc.pending
             out.lem += acc.lem
+            out.blocks += acc.blocks
             for k in osl.BASELINES:
                 out.base[k] += acc.base[k]
             out.nonfinite_alloc += acc.nonfinite_alloc
@@ -195,7 +268,8 @@ class _SlippageCombiner(beam.CombineFn):
         n = self._sizes["n_ahead"]
         lem = np.concatenate(acc.lem) if acc.lem else np.zeros((0, n + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
         base = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in acc.base.items()}
-        values = metric_values(lem, base, acc.nonfinite_alloc)
+        blocks = np.concatenate(acc.blocks) if acc.blocks else np.zeros((0,), np.int64)
+        values = metric_values(lem, base, acc.nonfinite_alloc, blocks=blocks, min_slice_orders=self._min_slice_orders)
         return {self._keys[name]: float(v) for name, v in values.items()}
 
 

@@ -1,4 +1,4 @@
-"""Raw order windows + model allocations -> slippage (bps) of every head and of the TWAP baselines.
+"""Raw order windows + model allocations -> slippage (bps) of every head and of the baseline schedules.
 
 Glue only: labels come from the ONE feature builder (`lem_model.features`), slippage from the ONE evaluator
 (`lem_model.slippage`), baseline schedules from `lem_model.baselines`. Shared by the TFMA metric
@@ -12,16 +12,25 @@ import numpy as np
 
 from lem_model import baselines, layout, slippage
 
-#: Baseline series: name -> (benchmark, target). TWAP schedules complete at bar N, so their window is all N bars.
+#: Baseline series: name -> (schedule, benchmark, target). Schedules: "twap" (1/N per bar) and "vwap_curve" (the
+#: historical volume-curve VWAP schedule of `lem_model.baselines.volume_curve_schedule`, profile estimated on the
+#: training split: `components.evaluator.vwap_curve`). Both complete at bar N, so their window is all N bars.
 BASELINES = {
-    "twap_volume_vs_vwap": ("vwap", "volume"),
-    "twap_notional_vs_vwap": ("vwap", "notional"),
-    "twap_volume_vs_twap": ("twap", "volume"),
-    "twap_notional_vs_twap": ("twap", "notional"),
+    "twap_volume_vs_vwap": ("twap", "vwap", "volume"),
+    "twap_notional_vs_vwap": ("twap", "vwap", "notional"),
+    "twap_volume_vs_twap": ("twap", "twap", "volume"),
+    "twap_notional_vs_twap": ("twap", "twap", "notional"),
+    "vwap_curve_volume_vs_vwap": ("vwap_curve", "vwap", "volume"),
+    "vwap_curve_notional_vs_vwap": ("vwap_curve", "vwap", "notional"),
+    "vwap_curve_volume_vs_twap": ("vwap_curve", "twap", "volume"),
+    "vwap_curve_notional_vs_twap": ("vwap_curve", "twap", "notional"),
 }
-#: Paper labels of the baseline rows of Table 1.
-BASELINE_LABELS = {"twap_volume_vs_vwap": "TWAP Volume", "twap_notional_vs_vwap": "TWAP Notional",
-                   "twap_volume_vs_twap": "TWAP Volume", "twap_notional_vs_twap": "TWAP Notional"}
+#: Row labels of the baselines (the report's tables and legends).
+BASELINE_LABELS = {name: ("TWAP" if sched == "twap" else "VWAP curve") + f" ({target})"
+                   for name, (sched, _, target) in BASELINES.items()}
+#: The feature of an evaluation example that carries its volume-curve schedule [N] (written by the
+#: `VwapCurveBaseline` component from the training split's profile).
+VWAP_CURVE_FEATURE = "vwap_curve_schedule"
 
 
 @dataclass
@@ -46,21 +55,34 @@ def labels_from_raw(volume, quote_volume, timestamp, frequency_minutes, *, norm_
     return out["labels"]
 
 
-def twap_baselines(labels) -> dict:
-    """Slippage (bps, [B]) of the TWAP-volume and TWAP-notional schedules against VWAP and TWAP."""
+def baseline_slippage(labels, vwap_curve=None) -> dict:
+    """Slippage (bps, [B]) of every baseline of `BASELINES` against VWAP and TWAP, by the ONE evaluator.
+
+    vwap_curve: [B, N] volume-curve schedules of the same orders; None leaves the "vwap_curve_*" series out."""
     labels = np.asarray(labels, np.float64)
     b, n = labels.shape[:2]
-    schedule = baselines.twap_schedule(b, n)
+    schedules = {"twap": baselines.twap_schedule(b, n)}
+    if vwap_curve is not None:
+        curve = np.asarray(vwap_curve, np.float64).reshape(b, -1)
+        if curve.shape != (b, n):
+            raise ValueError(f"{VWAP_CURVE_FEATURE} must have shape [B, N] = {(b, n)}, got {curve.shape}")
+        schedules["vwap_curve"] = curve
     vol, price = labels[..., layout.LABEL_VOLUME], labels[..., layout.LABEL_VWAP]
-    return {name: slippage.slippage(schedule, vol, price, n, "buy", bench, target).bps
-            for name, (bench, target) in BASELINES.items()}
+    return {name: slippage.slippage(schedules[sched], vol, price, n, "buy", bench, target).bps
+            for name, (sched, bench, target) in BASELINES.items() if sched in schedules}
 
 
-def order_slippage(allocations, labels) -> OrderSlippage:
-    """Allocations [B, N, N+1, 4, 2] and labels [B, N, 2] -> `OrderSlippage`."""
+def twap_baselines(labels) -> dict:
+    """Slippage (bps, [B]) of the TWAP-volume and TWAP-notional schedules against VWAP and TWAP."""
+    return baseline_slippage(labels)
+
+
+def order_slippage(allocations, labels, vwap_curve=None) -> OrderSlippage:
+    """Allocations [B, N, N+1, 4, 2], labels [B, N, 2] and (optional) volume-curve schedules [B, N] ->
+    `OrderSlippage`."""
     labels = np.asarray(labels, np.float64)
     return OrderSlippage(lem_bps=slippage.evaluate_allocations(allocations, labels),
-                         baseline_bps=twap_baselines(labels), labels=labels)
+                         baseline_bps=baseline_slippage(labels, vwap_curve), labels=labels)
 
 
 def head_name(m: int, n_ahead: int) -> str:

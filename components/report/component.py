@@ -2,24 +2,30 @@
 
 It runs the exported model (signature `serve_tf_examples`) over one split of the ExampleGen output (default
 `test`), evaluates every order with the ONE slippage evaluator (through `components.evaluator.order_slippage`)
-and renders the paper's tables and figures (`components.report.render`). The Evaluator's blessing decision and
-failed checks are shown at the top. Output artifact `report` (type `ExecutionReport`): `index.html`,
+and renders the paper's tables and figures (`components.report.render`) with the baselines (TWAP volume /
+notional, and the VWAP curve when the examples come from the VwapCurveBaseline component), block-bootstrap
+95 % intervals and paired comparisons (`lem_model.bootstrap`), per-asset and per-frequency tables, the training
+curves of the Trainer's `history.json` (input `model_run`), and, from the Evaluator's output, the blessing
+decision, the per-slice gate results and champion vs challenger. Output artifact `report` (type `ExecutionReport`): `index.html`,
 `figures/*.png`, `tables.txt` (Table 1 as text) and `summary.json`.
 """
 
 import glob
+import json
 import os
+
 import numpy as np
 from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.artifact import Artifact
 
-from components.evaluator import metrics as lem_metrics
 from components.evaluator import order_slippage as osl
 from components.report import render
 from components.trainer import export
 
 RAW_KEYS = ("volume", "quote_volume", "timestamp", "frequency_minutes", "asset")
+#: Read when present (examples annotated by the VwapCurveBaseline component).
+OPTIONAL_KEYS = (osl.VWAP_CURVE_FEATURE,)
 
 
 class ExecutionReport(Artifact):
@@ -34,17 +40,24 @@ def read_raw_examples(split_uri: str) -> dict:
     if not files:
         raise FileNotFoundError(f"no example files under {split_uri}")
     serialized = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-    out = {k: [] for k in RAW_KEYS}
+    out = {k: [] for k in RAW_KEYS + OPTIONAL_KEYS}
     for i, s in enumerate(serialized):
         feats = tf.train.Example.FromString(s).features.feature
-        for k in RAW_KEYS:
+        for k in RAW_KEYS + OPTIONAL_KEYS:
             if k not in feats:
+                if k in OPTIONAL_KEYS:
+                    continue
                 raise ValueError(f"{split_uri}: example {i} lacks feature '{k}'")
             f = feats[k]
             kind = f.WhichOneof("kind")
             values = list(getattr(f, kind).value)
-            out[k].append(values if k in ("volume", "quote_volume", "timestamp") else values[0])
-    return {"serialized": np.asarray(serialized, dtype=object),
+            out[k].append(values if k in ("volume", "quote_volume", "timestamp") + OPTIONAL_KEYS else values[0])
+    optional = {}
+    for k in OPTIONAL_KEYS:
+        if out[k] and len(out[k]) != len(serialized):
+            raise ValueError(f"{split_uri}: feature '{k}' is in {len(out[k])} of {len(serialized)} examples")
+        optional[k] = np.asarray(out[k], np.float64) if out[k] else None
+    return {"serialized": np.asarray(serialized, dtype=object), **optional,
             "volume": np.asarray(out["volume"], np.float32), "quote_volume": np.asarray(out["quote_volume"], np.float32),
             "timestamp": np.asarray(out["timestamp"], np.int64),
             "frequency_minutes": np.asarray(out["frequency_minutes"], np.int64),
@@ -60,19 +73,32 @@ def predict_examples(saved_model_dir: str, serialized, batch_size: int = 512) ->
     return np.concatenate(parts)
 
 
+def _read_history(model_run_uri: str):
+    import tensorflow as tf
+    path = os.path.join(model_run_uri, "history.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
 @tfx.dsl.components.component
 def ExecutionReportComponent(
     examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
     model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
     report: tfx.dsl.components.OutputArtifact[ExecutionReport],
+    model_run: tfx.dsl.components.InputArtifact[standard_artifacts.ModelRun] = None,
     blessing: tfx.dsl.components.InputArtifact[standard_artifacts.ModelBlessing] = None,
     evaluation: tfx.dsl.components.InputArtifact[standard_artifacts.ModelEvaluation] = None,
     split: tfx.dsl.components.Parameter[str] = "test",
     title: tfx.dsl.components.Parameter[str] = "LEM",
     max_curves: tfx.dsl.components.Parameter[int] = 400,
 ) -> None:
-    """Tables 1-5 (+ per-frequency Table 1) and Figures 5-19 kinds for `split`, as `report.uri/index.html`."""
+    """Tables 1-5 (+ per-frequency and per-asset Table 1), baseline comparisons with intervals, slice gates,
+    training curves and Figures 5-19 kinds for `split`, as `report.uri/index.html`."""
     from tfx.utils import path_utils
+
+    from lem_model import bootstrap
     model_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     meta = export.read_metadata(model_dir)
     sizes = {k: int(meta[k]) for k in ("norm_window", "lookback", "n_ahead")}
@@ -80,16 +106,31 @@ def ExecutionReportComponent(
     allocations = predict_examples(model_dir, raw["serialized"])
     labels = osl.labels_from_raw(raw["volume"], raw["quote_volume"], raw["timestamp"], raw["frequency_minutes"],
                                  **sizes)
-    result = osl.order_slippage(allocations, labels)
-    values = lem_metrics.metric_values(result.lem_bps, result.baseline_bps)
+    result = osl.order_slippage(allocations, labels, raw.get(osl.VWAP_CURVE_FEATURE))
+    o = sizes["norm_window"] + sizes["lookback"]
+    starts = raw["timestamp"][:, o]
+    blocks = bootstrap.day_blocks(starts)
     blessed = None if blessing is None else bool(blessing.get_int_custom_property("blessed"))
-    header = {"split": split, "orders": len(labels), "model": model_dir,
+    day = lambda t: np.datetime_as_string(np.datetime64(int(t), "s"), unit="m")  # noqa: E731
+    ratio = osl.match_std_ratio(result.lem_bps, result.baseline_bps) if len(labels) else float("nan")
+    header = {"split": split, "test period (first execution bars, UTC)":
+              f"{day(starts.min())} .. {day(starts.max())} ({len(np.unique(blocks))} days)" if len(starts) else "empty",
+              "orders": len(labels),
+              "orders per asset": ", ".join(f"{a}: {int((raw['asset'] == a).sum())}" for a in sorted(set(raw["asset"]))),
+              "orders per frequency": ", ".join(f"{f} min: {int((raw['frequency_minutes'] == f).sum())}"
+                                                for f in sorted(set(raw["frequency_minutes"].tolist()))),
+              "model": model_dir,
               "N / L / W (bars)": f"{sizes['n_ahead']} / {sizes['lookback']} / {sizes['norm_window']}",
               "epochs run": meta.get("epochs_run"), "training seconds": meta.get("train_seconds"),
               "device": meta.get("device"), "blessed": blessed,
-              "match-VWAP std / TWAP-volume std": f"{values['match_vwap_std_ratio']:.3f}",
-              "non-finite values": int(values["nonfinite_count"])}
+              "match-VWAP std / TWAP (volume) std (overall)": f"{ratio:.3f}",
+              "VWAP-curve baseline": "profile from the train split" if raw.get(osl.VWAP_CURVE_FEATURE) is not None
+              else "not available (examples not annotated by VwapCurveBaseline)"}
     from components.evaluator.eval_config import validation_lines
     validation = validation_lines(evaluation.uri) if evaluation is not None else []
+    from components.evaluator.eval_config import gate_rows
+    gates, champion = gate_rows(evaluation.uri) if evaluation is not None else ([], [])
+    history = _read_history(model_run.uri) if model_run is not None else None
     render.render_report(report.uri, allocations, result, raw["frequency_minutes"], raw["asset"], title=title,
-                         header=header, validation=validation, max_curves=max_curves)
+                         header=header, validation=validation, max_curves=max_curves, blocks=blocks,
+                         history=history, gates=gates, champion=champion)
