@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from typing import Optional, Sequence
@@ -102,9 +103,10 @@ class _SelectWindowsFn(beam.DoFn):
 class _InferFn(beam.DoFn):
     """Batch of windows -> ((date, asset), rows) with the pushed SavedModel (loaded once per worker)."""
 
-    def __init__(self, model_dir: str, sizes: dict, scenarios, log_every: int):
+    def __init__(self, model_dir: str, sizes: dict, scenarios, log_every: int, vwap_curve_profiles=None):
         self._model_dir, self._sizes = model_dir, sizes
         self._scenarios, self._log_every = scenarios, log_every
+        self._profiles = vwap_curve_profiles
 
     def setup(self):
         import tensorflow as tf
@@ -136,7 +138,8 @@ class _InferFn(beam.DoFn):
             raw = {k: v[ok] for k, v in raw.items()}
             allocations = [a[ok] for a in allocations]
         if len(raw["origin_time"]):
-            rows = rows_lib.window_rows(raw, allocations, self._scenarios, **self._sizes)
+            rows = rows_lib.window_rows(raw, allocations, self._scenarios, **self._sizes,
+                                        vwap_curve_profiles=self._profiles)
             s = len(self._scenarios)
             dates = np.array([utc_date(t) for t in raw["origin_time"]], dtype=object)
             keys = list(zip(dates, raw["asset"]))
@@ -184,8 +187,9 @@ def _write_partition_list(items, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, spec: BackfillSpec, *, model_dir: str, model_version: str, sizes: dict,
-                   stage: str) -> None:
-    """Add the backfill graph to `p` (writes partitions and their list under `stage`)."""
+                   stage: str, vwap_curve_profiles=None) -> int:
+    """Add the backfill graph to `p` (writes partitions and their list under `stage`); returns the number of
+    input files. vwap_curve_profiles: {"ASSET/FREQ": profile} for the VWAP-curve baseline column (or None)."""
     from components.example_gen.ingest import MarketDataToExamples
     from components.market_data import readers
     if os.path.isfile(spec.source):
@@ -200,12 +204,13 @@ def build_pipeline(p: beam.Pipeline, spec: BackfillSpec, *, model_dir: str, mode
                | "SelectWindows" >> beam.ParDo(_SelectWindowsFn(spec.assets, start, end)))
     _ = (windows
          | "Batch" >> beam.BatchElements(min_batch_size=min(32, spec.batch_size), max_batch_size=spec.batch_size)
-         | "Infer" >> beam.ParDo(_InferFn(model_dir, sizes, scenarios, spec.log_every))
+         | "Infer" >> beam.ParDo(_InferFn(model_dir, sizes, scenarios, spec.log_every, vwap_curve_profiles))
          | "GroupByPartition" >> beam.GroupByKey()
          | "WritePartition" >> beam.ParDo(_WritePartitionFn(stage, scenarios, sizes["n_ahead"], model_version,
                                                             len(scenarios)))
          | "ListPartitions" >> beam.combiners.ToList()
          | "WriteList" >> beam.Map(_write_partition_list, os.path.join(stage, PARTITIONS_FILE)))
+    return len(files)
 
 
 def make_pipeline(beam_pipeline_args: Sequence[str] | None) -> beam.Pipeline:
@@ -221,13 +226,54 @@ def make_pipeline(beam_pipeline_args: Sequence[str] | None) -> beam.Pipeline:
     return beam.Pipeline(options=options)
 
 
+class EmptySelectionError(RuntimeError):
+    """A backfill whose request selected nothing to write (no bars, no window in the range, every file or
+    window skipped); nothing is committed. `counts` holds the numbers that explain it."""
+
+    def __init__(self, message: str, counts: dict):
+        super().__init__(message)
+        self.counts = counts
+
+
+def _explain_empty(spec: BackfillSpec, run_id: str, counters: dict, n_files: int) -> EmptySelectionError:
+    def c(name):
+        return int(counters.get(name, 0))
+    if c("ingestion.rows_read") == 0:
+        why = "no bars were read from the input files"
+    elif c("ingestion.examples_emitted") == 0:
+        why = "no order window could be cut from the bars read (series too short for W+L+N bars, or no bar near the dates)"
+    elif c("windows_selected") == 0:
+        why = "no window has its first execution bar in the requested dates/assets"
+    else:
+        why = "every selected window was dropped (see windows_invalid_allocations)"
+    counts = {"input_files": n_files, "rows_read": c("ingestion.rows_read"), "files_read": c("ingestion.files_read"),
+              "windows_cut": c("ingestion.examples_emitted"), "windows_selected": c("windows_selected"),
+              "windows_other_assets": c("windows_other_assets"), "windows_outside_dates": c("windows_outside_dates"),
+              "windows_inferred": c("windows_inferred"),
+              "windows_invalid_allocations": c("windows_invalid_allocations")}
+    counts.update({k: int(v) for k, v in sorted(counters.items())  # drops and skips of the ingestion, if any
+                   if k.startswith("ingestion.") and v and k[len("ingestion."):] not in ("rows_read", "files_read",
+                                                                                        "examples_emitted")})
+    detail = ", ".join(f"{k}={v}" for k, v in counts.items())
+    return EmptySelectionError(
+        f"backfill {run_id}: empty selection, nothing written or committed: {why}. Request: {spec.start_date}.."
+        f"{spec.end_date}, assets={list(spec.assets) if spec.assets else 'all'}, frequencies="
+        f"{list(spec.frequencies)}, source={spec.source}. Counts: {detail}", counts)
+
+
 def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = None, *,
-                 fail_after_commit_moves: Optional[int] = None) -> dict:
+                 fail_after_commit_moves: Optional[int] = None, remove_absent: bool = False,
+                 vwap_curve_profile: Optional[str] = None) -> dict:
     """Run one backfill end to end (Beam, then the atomic commit). Returns the run record.
 
     beam_pipeline_args: e.g. ["--direct_running_mode=multi_processing", "--direct_num_workers=2"] or a
     distributed runner's arguments (the staging and output directories must then be on a shared POSIX
-    filesystem visible to the workers and to this driver). fail_after_commit_moves: test hook.
+    filesystem visible to the workers and to this driver). remove_absent: also remove the committed
+    partitions of the request's dates (and assets, when given) that this run did not produce (default: they
+    are kept; the record's "partitions" lists replaced / added / kept / removed). fail_after_commit_moves:
+    test hook. vwap_curve_profile: the `vwap_curve_profile.json` of the pipeline run that trained the model
+    (its VwapCurveBaseline output: profiles from that run's training split), for the rows'
+    `vwap_curve_slippage_bps` (None: NaN).
     """
     global _written_in_process
     _written_in_process = 0
@@ -246,7 +292,14 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
                  run_id, spec.start_date, spec.end_date, spec.assets or "all", list(spec.frequencies), model_dir,
                  sizes["norm_window"], sizes["lookback"], sizes["n_ahead"], len(scenarios))
         p = make_pipeline(beam_pipeline_args)
-        build_pipeline(p, spec, model_dir=model_dir, model_version=version, sizes=sizes, stage=stage)
+        profiles = None
+        if vwap_curve_profile:
+            with open(vwap_curve_profile, encoding="utf-8") as f:
+                profiles = json.load(f).get("profiles")
+            if not isinstance(profiles, dict):
+                raise ValueError(f"{vwap_curve_profile}: no 'profiles' mapping (expected a vwap_curve_profile.json)")
+        n_files = build_pipeline(p, spec, model_dir=model_dir, model_version=version, sizes=sizes, stage=stage,
+                                 vwap_curve_profiles=profiles)
         result = p.run()
         result.wait_until_finish()
         counters = {}  # ours, plus the ExampleGen's reading/cutting counts and drops (prefixed "ingestion.")
@@ -259,21 +312,35 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
         written = commit_lib.read_json(os.path.join(stage, PARTITIONS_FILE))
         if written is None:
             raise RuntimeError(f"backfill {run_id}: the Beam pipeline finished without its partition list")
+        if not written:  # committing nothing would delete the range's existing partitions: refuse instead
+            shutil.rmtree(stage, ignore_errors=True)
+            raise _explain_empty(spec, run_id, counters, n_files)
         staged = {(w["date"], w["asset"]): {"rows": w["rows"], "windows": w["windows"], "model_version": version}
                   for w in written}
-        requested_assets = spec.assets
-        if requested_assets is None:  # all assets: the run owns every committed asset of its dates
-            requested_assets = sorted({a for _, a in commit_lib.list_partitions(root)} | {a for _, a in staged})
-        owned = {(d, a) for d in spec.dates() for a in requested_assets}
+        # a run replaces exactly what it produced; other committed partitions of its request (dates, and the
+        # assets asked for, or all) are kept unless their removal is asked for explicitly
+        dates = set(spec.dates())
+        in_range = {(d, a) for d, a in commit_lib.list_partitions(root)
+                    if d in dates and (spec.assets is None or a in spec.assets)}
+        changes = commit_lib.partition_changes(root, staged, in_range, remove_absent=remove_absent)
+        owned = set(staged) | {tuple(k) for k in changes["removed"]}
         record = {"run_id": run_id, "spec": json.loads(spec.to_json()), "model_dir": model_dir,
                   "model_version": version, "sizes": sizes, "scenarios": len(scenarios),
                   "beam_pipeline_args": list(beam_pipeline_args or []), "counters": counters,
                   "partitions_written": len(staged), "rows": int(sum(v["rows"] for v in staged.values())),
                   "windows": int(sum(v["windows"] for v in staged.values())),
-                  "beam_seconds": round(beam_seconds, 2)}
+                  "beam_seconds": round(beam_seconds, 2), "partitions": changes}
         commit_lib.commit(root, run_id, staged, owned, record, fail_after_moves=fail_after_commit_moves)
-        log.info("backfill %s: committed %d partitions, %d windows, %d rows in %.1f s", run_id, len(staged),
-                 record["windows"], record["rows"], time.time() - t0)
+        log.info("backfill %s: committed %d partitions (%d replaced, %d added), %d windows, %d rows in %.1f s; "
+                 "%d kept, %d removed", run_id, len(staged), len(changes["replaced"]), len(changes["added"]),
+                 record["windows"], record["rows"], time.time() - t0, len(changes["kept"]), len(changes["removed"]))
+        if changes["kept"]:
+            log.warning("backfill %s: kept %d committed partition(s) of the range this run did not produce "
+                        "(e.g. assets absent from its source), first %s; rerun with --remove-absent to remove them",
+                        run_id, len(changes["kept"]), "/".join(changes["kept"][0]))
+        if changes["removed"]:
+            log.warning("backfill %s: removed %d partition(s) it did not produce (--remove-absent), first %s",
+                        run_id, len(changes["removed"]), "/".join(changes["removed"][0]))
         return record
     finally:
         commit_lib.release_lock(root)

@@ -1,4 +1,5 @@
-"""Compile the LEM pipeline for Kubeflow Pipelines V2 (`tfx.orchestration.experimental.KubeflowV2DagRunner`).
+"""Compile the LEM pipeline for Kubeflow Pipelines V2 (`tfx.orchestration.experimental.KubeflowV2DagRunner`) into
+the KFP IR YAML (`PipelineSpec`) that kfp 2.x's client and Vertex AI Pipelines submit.
 
 The pipeline is the same `pipeline.pipeline.create_pipeline(config)` the local runner runs; this module only
 adds what a cluster needs (all read from `config.kubeflow`, see `pipeline.configs.KubeflowConfig`):
@@ -6,7 +7,7 @@ adds what a cluster needs (all read from `config.kubeflow`, see `pipeline.config
 - the image every component runs in (`kubeflow/Dockerfile`: TFX 1.16 base + this package);
 - the Trainer's resources: a `ResourceSpec` platform config (the one mechanism TFX 1.16 offers for V2:
   `BaseNode.with_platform_config`; the V2 step builder copies it into the executor's
-  `container.resources`, i.e. `accelerator {type, count}`, `cpuLimit`, `memoryLimit` in the JSON);
+  `container.resources`, i.e. `accelerator {type, count}`, `cpuLimit`, `memoryLimit` in the spec);
 - the Beam arguments of the Beam components (`config.kubeflow.beam_pipeline_args`, else the top-level
   `config.beam_pipeline_args`): the pipeline-level `beam_pipeline_args` that the V2 step builder appends to
   every component's container arguments (TFX's Beam executors read them; the others ignore them).
@@ -67,32 +68,97 @@ def kubeflow_pipeline(config: PipelineConfig):
     return pipeline
 
 
-def compile_pipeline(config: PipelineConfig, output_path: str, *, image: Optional[str] = None) -> dict:
-    """Write the KFP V2 pipeline-job JSON of `config` to `output_path`; returns it as a dict.
+#: Suffixes kfp 2.5's `Client.create_run_from_pipeline_package` accepts for a plain file (IR YAML).
+SPEC_SUFFIXES = (".yaml", ".yml")
 
-    image: overrides `config.kubeflow.image`.
+
+class LocalPathWarning(UserWarning):
+    """A path of a Kubeflow compile that the cluster's pods probably cannot see (not a URL)."""
+
+
+def local_paths(config: PipelineConfig) -> dict:
+    """{field: value} of `root`, `data.source` and `serving.serving_dir` that are local paths (no `scheme://`)."""
+    fields = {"root": config.root, "data.source": config.data.source, "serving.serving_dir": config.serving.serving_dir}
+    return {name: value for name, value in fields.items() if value and "://" not in str(value)}
+
+
+def warn_local_paths(config: PipelineConfig) -> dict:
+    """Warn (`LocalPathWarning`, one per field) about local paths in a Kubeflow compile; returns them.
+
+    On a cluster they resolve inside each pod: artifacts written there are lost with the pod and the data is
+    not found unless the same path is mounted in every pod (a shared volume)."""
+    import warnings
+    found = local_paths(config)
+    for name, value in found.items():
+        warnings.warn(f"kubeflow compile: {name} = {value!r} is a local path; the cluster's pods resolve it "
+                      "inside their own containers (use gs://..., s3://... or a volume mounted in every pod)",
+                      LocalPathWarning, stacklevel=2)
+    return found
+
+
+def compile_pipeline(config: PipelineConfig, output_path: str, *, image: Optional[str] = None) -> dict:
+    """Write the pipeline as a KFP IR YAML file (a `PipelineSpec`, schema 2.1.0) to `output_path`; returns
+    the PipelineSpec as a dict.
+
+    This is the package format kfp 2.x's `Client.create_run_from_pipeline_package` / `upload_pipeline` read
+    (`.yaml`/`.yml`) and Vertex AI's `aiplatform.PipelineJob(template_path=...)` accepts; the pipeline root
+    travels as `defaultPipelineRoot` (= `config.pipeline_root`). Local `root`, `data.source` or
+    `serving.serving_dir` raise a `LocalPathWarning`. image: overrides `config.kubeflow.image`.
     """
     from tfx import v1 as tfx
+    if not str(output_path).endswith(SPEC_SUFFIXES):
+        raise ValueError(f"kubeflow compile: output {output_path!r} must end with .yaml or .yml (the IR YAML that "
+                         "kfp.Client().create_run_from_pipeline_package and Vertex AI PipelineJob read)")
     if image:
         config = config.replace(kubeflow={"image": image})
     if not config.kubeflow.image:
         raise ValueError("kubeflow.image is required: the pipeline image built from kubeflow/Dockerfile")
+    warn_local_paths(config)
     pipeline = kubeflow_pipeline(config)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-        default_image=config.kubeflow.image, display_name=config.pipeline_name)
-    out_dir, filename = os.path.split(os.path.abspath(output_path))
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=runner_config, output_dir=out_dir, output_filename=filename)
-    return runner.run(pipeline, write_out=True)
+        default_image=config.kubeflow.image, display_name=config.pipeline_name, use_pipeline_spec_2_1=True)
+    out_dir = os.path.dirname(os.path.abspath(output_path))
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(config=runner_config, output_dir=out_dir)
+    job = runner.run(pipeline, write_out=False)  # a PipelineJob {displayName, pipelineSpec, runtimeConfig, ...}
+    parameters = job.get("runtimeConfig", {}).get("parameterValues") or job.get("runtimeConfig", {}).get("parameters")
+    if parameters:  # create_pipeline defines no RuntimeParameter; their values would be lost with the wrapper
+        raise ValueError(f"kubeflow compile: runtime parameter values {sorted(parameters)} cannot be carried by an "
+                         "IR YAML file; pass them at submission (create_run_from_pipeline_package(arguments=...))")
+    spec = dict(job["pipelineSpec"])
+    spec["defaultPipelineRoot"] = job.get("runtimeConfig", {}).get("gcsOutputDirectory") or config.pipeline_root
+    write_spec(spec, output_path)
+    return spec
+
+
+def write_spec(spec: dict, path: str) -> None:
+    """Write a PipelineSpec dict as IR YAML (one document), atomically."""
+    import yaml
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"# PIPELINE DEFINITION (KFP IR YAML, PipelineSpec {spec.get('schemaVersion')}) compiled by lems-tfx\n"
+                f"# Name: {spec.get('pipelineInfo', {}).get('name')}\n"
+                "# Submit: kfp.Client(host=...).create_run_from_pipeline_package(<this file>) or\n"
+                "#         google.cloud.aiplatform.PipelineJob(template_path=<this file>, ...).submit()\n")
+        yaml.safe_dump(spec, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_spec(path: str) -> dict:
+    """Read an IR YAML file written by `compile_pipeline` (the PipelineSpec dict)."""
+    import yaml
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
 
 
 def summarize(spec: dict) -> dict:
     """Component graph, images, Trainer resources and Beam arguments of a compiled spec (for the CLI and tests).
 
+    spec: a PipelineSpec dict (`compile_pipeline`, `load_spec`) or a PipelineJob dict wrapping one.
     Returns {"tasks": {task: [upstream tasks]}, "images": {executor: image},
              "resources": {executor: resources}, "args": {executor: [container args]}}.
     """
-    ps = spec["pipelineSpec"]
+    ps = spec.get("pipelineSpec", spec)
     tasks = {name: sorted(t.get("dependentTasks", [])) for name, t in ps["root"]["dag"]["tasks"].items()}
     executors = ps["deploymentSpec"]["executors"]
     images, resources, args = {}, {}, {}
@@ -107,7 +173,7 @@ def summarize(spec: dict) -> dict:
     return {"tasks": tasks, "images": images, "resources": resources, "args": args}
 
 
-def main(argv=None) -> int:  # python -m kubeflow.runner --config FILE --output spec.json
+def main(argv=None) -> int:  # python -m kubeflow.runner --config FILE --output pipeline.yaml
     import argparse
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)

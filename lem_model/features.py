@@ -49,6 +49,8 @@ import keras
 import numpy as np
 from keras import ops
 
+#: The `log_frequency` feature is log(frequency_minutes) / log(FREQUENCY_SCALE_MINUTES): 1 for daily bars.
+FREQUENCY_SCALE_MINUTES = 1440
 #: Columns of `bars[..., j]`.
 BAR_FEATURE_NAMES = (
     "volume",            # bar volume / volume normaliser
@@ -171,7 +173,7 @@ def build_features(volume, quote_volume, timestamp, frequency_minutes, *, norm_w
 
     rows = slice(w, total)
     freq = ops.reshape(ops.cast(frequency_minutes, "float32"), (-1, 1))
-    log_freq = ops.log(ops.maximum(freq, 1.0)) / math.log(1440.0)
+    log_freq = ops.log(ops.maximum(freq, 1.0)) / math.log(float(FREQUENCY_SCALE_MINUTES))
     cal = calendar_features(timestamp)
     columns = [
         vol_rel[:, rows],

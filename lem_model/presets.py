@@ -11,5 +11,9 @@ PAPER_CONFIG = dict(lookback=PAPER_SIZES["lookback"], n_ahead=PAPER_SIZES["n_ahe
                     num_embedding=20, num_heads=8, fused_mlp_hidden_dim=100)
 #: Recurrent blocks `lem_model.model.build_lem` supports (tkan: the paper's, CC BY-NC-SA; lstm/gru: licence-clean).
 RECURRENT_CHOICES = ("tkan", "lstm", "gru")
+#: Per-example loss weights by bar frequency in training (`components.trainer.module.frequency_weights`):
+#: "none" (the paper) or "inverse_sqrt" (weight sqrt(f_min / f): slippage scales with the square root of the
+#: order's duration, so without it the longest bars dominate the gradient of a multi-frequency model).
+FREQUENCY_WEIGHTINGS = ("none", "inverse_sqrt")
 SMALL_CONFIG = dict(lookback=60, n_ahead=PAPER_SIZES["n_ahead"], hidden_size=32, num_embedding=8, num_heads=4,
                     fused_mlp_hidden_dim=32)

@@ -5,13 +5,18 @@
         [--heads match,12] [--constraints default,0:0.25] \
         [--beam-args "--direct_running_mode=multi_processing --direct_num_workers=4"]
 
-Rerunning a range replaces its partitions atomically (see backfill/commit.py); see kubeflow/README.md for
-distributed runners.
+Rerunning a range replaces the partitions it produces atomically (see backfill/commit.py); committed
+partitions of the range it does not produce (assets absent from the source now) are kept unless
+`--remove-absent` is given; the printed report ("partitions") lists what was replaced, added, kept and
+removed. See kubeflow/README.md for distributed runners. A request that selects nothing (no bars, no
+window in the range, every file or window skipped) exits with status 1 and the counts that explain it;
+the output is left as it was.
 """
 from __future__ import annotations
 
 import json
 import logging
+import sys
 
 
 def _csv(text):
@@ -49,6 +54,9 @@ def add_parser(parser) -> None:
     parser.add_argument("--bad-rows", choices=("error", "drop"), default="error")
     parser.add_argument("--batch-size", type=int, default=256, help="windows per model call")
     parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N windows per worker")
+    parser.add_argument("--remove-absent", action="store_true",
+                        help="also remove committed partitions of the range (and --assets) that this run does not "
+                             "produce, e.g. of assets no longer in the source (default: keep them)")
     parser.add_argument("--config", help="pipeline config: defaults for --source, --frequencies, Beam args")
     parser.add_argument("--beam-args", help="Beam pipeline arguments as one string (default: the config's "
                                             "beam_pipeline_args, else DirectRunner in memory)")
@@ -57,7 +65,7 @@ def add_parser(parser) -> None:
 def run(args) -> int:
     import shlex
 
-    from backfill.beam_pipeline import run_backfill
+    from backfill.beam_pipeline import EmptySelectionError, run_backfill
     from backfill.spec import BackfillSpec
     from lem_model import layout
 
@@ -79,7 +87,12 @@ def run(args) -> int:
         heads=_csv(args.heads), paths=_csv(args.paths) or layout.PATHS, targets=_csv(args.targets) or layout.TARGETS,
         constraints=_constraints(args.constraints), input_patterns=_csv(args.input_patterns) or ("*",),
         bad_rows=args.bad_rows, batch_size=args.batch_size, log_every=args.log_every)
-    record = run_backfill(spec, beam_args)
+    try:
+        record = run_backfill(spec, beam_args, remove_absent=args.remove_absent)
+    except EmptySelectionError as e:  # nothing to write: say why, exit non-zero, leave the output untouched
+        print(f"lems backfill: {e}", file=sys.stderr)
+        print(json.dumps({"error": "empty selection", "counts": e.counts}, indent=2))
+        return 1
     print(json.dumps({k: record[k] for k in ("run_id", "model_version", "windows", "rows", "partitions_written",
-                                             "beam_seconds", "counters")}, indent=2))
+                                             "beam_seconds", "counters", "partitions")}, indent=2))
     return 0

@@ -17,8 +17,9 @@ def add_parser(parser):
     parser.add_argument("--root", default="./runs/demo", help="run directory (data, pipeline root, metadata, "
                                                               "serving); default ./runs/demo")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
-    parser.add_argument("--save-config", metavar="FILE", help="also write the demo configuration (YAML/JSON) "
-                                                              "to FILE, for `lems run --config FILE`")
+    parser.add_argument("--save-config", metavar="FILE", help="only write the demo configuration (documented "
+                                                              "YAML, paths under --root as given) to FILE, for "
+                                                              "`lems run --config FILE`, and exit (no run)")
 
 
 def ensure_demo_data(data_dir: str) -> bool:
@@ -40,12 +41,16 @@ def run(args) -> int:
     from pipeline import local_runner
     from pipeline.configs import demo_config
 
+    if args.save_config:  # write the configuration only (relative paths as --root was given)
+        from lems_cli.init import write_config
+        write_config(demo_config(args.root).validate(), args.save_config, force=True)
+        print(f"[demo] wrote the demo configuration to {args.save_config} (not run); "
+              f"run it with `lems run --config {args.save_config}`")
+        return 0
     root = os.path.abspath(args.root)
     if args.fresh and os.path.isdir(root):
         shutil.rmtree(root)
     config = demo_config(root)
-    if args.save_config:
-        config.save(args.save_config)
     start = time.time()
     if ensure_demo_data(config.data.source):
         print(f"[demo] wrote the embedded default data to {config.data.source} ({time.time() - start:.1f} s)")

@@ -1,6 +1,8 @@
 """`lems` command line. Each subcommand lives in its own module with `add_parser(subparsers)` and `run(args)`.
 
-Modules are imported lazily so that `lems --help` does not load TensorFlow.
+Modules are imported lazily so that `lems --help` does not load TensorFlow. Global options (anywhere on the
+line): `--verbose` keeps third-party logs (TensorFlow C++, absl, Beam, warnings; quiet by default, see
+lems_cli/logs.py); `lems --version` prints the installed package version.
 """
 import argparse
 import importlib
@@ -8,7 +10,9 @@ import sys
 
 # subcommand name -> (module, one-line help)
 SUBCOMMANDS = {
-    "compile-kubeflow": ("lems_cli.compile_kubeflow", "compile the pipeline to a Kubeflow Pipelines V2 spec (JSON)"),
+    "init": ("lems_cli.init", "write a documented starting pipeline configuration (YAML) with relative paths"),
+    "compile-kubeflow": ("lems_cli.compile_kubeflow", "compile the pipeline to a Kubeflow Pipelines V2 / Vertex AI "
+                                                      "pipeline spec (IR YAML)"),
     "backfill": ("lems_cli.backfill", "historical schedules and slippage of every order window in a date range (Parquet)"),
     "predict": ("lems_cli.predict", "remaining schedule of one order from a TF Serving PredictionService"),
     "serve": ("lems_cli.serve", "development gRPC PredictionService over the pushed SavedModel (not production)"),
@@ -18,12 +22,29 @@ SUBCOMMANDS = {
 }
 
 
+def version() -> str:
+    """The installed `lems-tfx` distribution's version (package metadata)."""
+    from importlib import metadata
+    try:
+        return metadata.version("lems-tfx")
+    except metadata.PackageNotFoundError:
+        return "unknown (lems-tfx is not installed; run `pip install -e .`)"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="lems", description="Large Execution Models on TFX")
+    parser = argparse.ArgumentParser(prog="lems", description="Large Execution Models on TFX",
+                                     epilog="global options: --verbose (third-party logs on), --version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    if argv[:1] == ["--version"]:
+        print(f"lems {version()}")
+        return 0
+    from lems_cli import logs
+    logs.setup(verbose=verbose)
     if not argv or argv[0] not in SUBCOMMANDS:
         parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

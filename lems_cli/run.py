@@ -26,13 +26,16 @@ def print_summary(config, summary) -> None:
             with open(tables, encoding="utf-8") as f:
                 print(f.read().rstrip())
     print()
-    verdict = {True: "BLESSED (passed every threshold)", False: "NOT BLESSED (see the report's blessing checks)",
+    verdict = {True: "BLESSED (every gated slice passed every threshold)",
+               False: "NOT BLESSED (see the report's blessing checks)",
                None: "unknown (no Evaluator output)"}[summary.blessed]
     print(f"Blessing:        {verdict}")
     evaluator = summary.nodes.get("Evaluator")
-    if summary.blessed is False and evaluator and evaluator.outputs.get("evaluation"):
-        from components.evaluator.eval_config import validation_lines
-        for line in validation_lines(evaluator.outputs["evaluation"][0])[1:]:
+    if evaluator and evaluator.outputs.get("evaluation"):
+        from components.evaluator.eval_config import gate_summary_lines, validation_lines
+        evaluation = evaluator.outputs["evaluation"][0]
+        for line in (validation_lines(evaluation)[1:] if summary.blessed is False else []) + \
+                gate_summary_lines(evaluation):
             print(f"                 {line}")
     print(f"Pushed model:    {summary.pushed_model_dir or 'not pushed'}")
     if summary.report_dir:
@@ -45,11 +48,15 @@ def print_summary(config, summary) -> None:
 
 
 def run(args) -> int:
-    from pipeline import local_runner
     from pipeline.configs import PipelineConfig
-    config = PipelineConfig.from_file(args.config)
+    config = PipelineConfig.from_file(args.config)  # types, choices and keys checked here, before TensorFlow
     if args.root:
         config = config.replace(root=args.root)
+    try:
+        config.validate()
+    except ValueError as e:
+        raise SystemExit(f"lems run: {args.config}: {e}") from e
+    from pipeline import local_runner
     summary = local_runner.run(config)
     print_summary(config, summary)
     return 0

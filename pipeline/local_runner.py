@@ -6,10 +6,18 @@
 
 `run` returns a `RunSummary` read back from ML Metadata: each component's execution state (COMPLETE,
 CACHED, FAILED) and output artifact URIs, the blessing decision, the pushed model directory and the report.
+
+Before anything runs, `check_metadata_store` pairs the pipeline root with its ML Metadata store: a run whose
+store is new or empty while the pipeline root already holds artifacts is refused (TFX would restart its
+execution ids and overwrite or delete the earlier artifacts), and so is a store other than the one recorded
+in `<pipeline_root>/_lems_metadata_store.json`. Nothing is deleted; the message says how to proceed.
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -43,20 +51,157 @@ class RunSummary:
         return {k: v.state for k, v in self.nodes.items()}
 
 
+class ComponentProgress(logging.Filter):
+    """Prints `[pipeline] i/n Component finished in s (total s)` as each component of a LocalDagRunner run ends.
+
+    LocalDagRunner runs the components one after the other and announces each on TFX's absl logger
+    ("Component %s is running." / "Component %s is finished."). This context manager watches those records
+    with a filter on the `absl` logger, whatever its verbosity: it lowers absl's verbosity to INFO for the run
+    and lets through only the records at or above the level the logger had (so a quiet command stays quiet and
+    `--verbose` still shows everything). A component that raises is reported as failed with its elapsed time.
+    """
+    _EVENT = re.compile(r"^Component (\S+) is (running|finished)\.$")
+
+    def __init__(self, total: int, *, enabled: bool = True, stream=None):
+        super().__init__()
+        self.total, self.enabled, self.stream = total, enabled, stream
+        self.finished: List[tuple] = []           # (component id, seconds), in order
+        self._running: Optional[tuple] = None     # (component id, start time)
+        self._logger = logging.getLogger("absl")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self._EVENT.match(record.getMessage()) if record.levelno == logging.INFO else None
+        if match:
+            node, what = match.groups()
+            if what == "running":
+                self._running = (node, time.time())
+            elif self._running and self._running[0] == node:
+                seconds = time.time() - self._running[1]
+                self.finished.append((node, seconds))
+                self._running = None
+                self._print(f"[pipeline] {len(self.finished)}/{self.total} {node} finished in {seconds:.1f} s "
+                            f"(total {time.time() - self._start:.0f} s)")
+        return record.levelno >= self._floor
+
+    def _print(self, line: str) -> None:
+        if self.enabled:
+            print(line, file=self.stream or sys.stdout, flush=True)
+
+    def __enter__(self):
+        self._start = time.time()
+        self._old_level = self._logger.level
+        self._floor = self._logger.getEffectiveLevel()
+        self._old_verbosity = None
+        if self._floor > logging.INFO:
+            # through absl's verbosity, not only the logger's level: code that saves and restores the verbosity
+            # around a call (TensorFlow's SavedModel export does) then restores INFO, not the quiet level
+            from absl import logging as absl_logging
+            self._old_verbosity = absl_logging.get_verbosity()
+            absl_logging.set_verbosity(absl_logging.INFO)
+            self._logger.setLevel(logging.INFO)
+        self._logger.addFilter(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._logger.removeFilter(self)
+        if self._old_verbosity is not None:
+            from absl import logging as absl_logging
+            absl_logging.set_verbosity(self._old_verbosity)
+        self._logger.setLevel(self._old_level)
+        if exc_type is not None and self._running:
+            node, t0 = self._running
+            self._print(f"[pipeline] {node} FAILED after {time.time() - t0:.1f} s: {exc_type.__name__}")
+        return False
+
+
 def metadata_connection(path: str):
     from tfx import v1 as tfx
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return tfx.orchestration.metadata.sqlite_metadata_connection_config(path)
 
 
-def run(config: PipelineConfig) -> RunSummary:
-    """Run the whole pipeline locally; raises if a component fails. Returns the run's summary."""
+STORE_ID_FILE = "_lems_metadata_store.json"
+STORE_CONTEXT_TYPE = "lems_metadata_store"
+
+
+class MetadataStoreMismatch(RuntimeError):
+    """The ML Metadata store does not go with the pipeline root's artifacts (see `check_metadata_store`)."""
+
+
+def _root_artifacts(pipeline_root: str) -> List[str]:
+    """Entries of the pipeline root other than the store id file (component output directories)."""
+    if not os.path.isdir(pipeline_root):
+        return []
+    return sorted(e for e in os.listdir(pipeline_root) if e != STORE_ID_FILE)
+
+
+def check_metadata_store(config: PipelineConfig) -> str:
+    """Refuse a metadata store that does not go with the pipeline root; returns the store id.
+
+    The store id is a UUID kept in the store (a context of type `lems_metadata_store`) and in
+    `<pipeline_root>/_lems_metadata_store.json`. Refused (MetadataStoreMismatch, nothing deleted or written):
+    the root records a store id the store does not hold (another, a new or an emptied store), or the root
+    holds artifacts while the store is new or empty. Otherwise the id is created where it is missing (a new
+    pair, or a store and root from before these ids) and returned.
+    """
+    import json
+    import uuid
+    config = config.resolved()
+    root, db = config.pipeline_root, config.metadata_sqlite
+    marker_path = os.path.join(root, STORE_ID_FILE)
+    marker = None
+    if os.path.exists(marker_path):
+        with open(marker_path, encoding="utf-8") as f:
+            marker = json.load(f).get("store_id")
+    artifacts = _root_artifacts(root)
+    store = _store(config) if os.path.exists(db) and os.path.getsize(db) > 0 else None
+    store_id, empty = None, True
+    if store is not None:
+        from ml_metadata.metadata_store import metadata_store
+        ids = [c.name for c in store.get_contexts_by_type(STORE_CONTEXT_TYPE)]
+        store_id = ids[0] if ids else None
+        empty = not store.get_executions(list_options=metadata_store.ListOptions(limit=1))
+    how = (f"Nothing was deleted. To proceed: restore the metadata store that goes with {root} (its file was "
+           f"{db}), or run with a new `root` (or `metadata_path` and `root`) for a fresh pipeline; to start over "
+           f"in place on purpose, move {root} away first.")
+    if marker is not None and marker != store_id:
+        state = ("does not exist or is empty" if store is None or (empty and store_id is None) else
+                 f"is another store (id {store_id})" if store_id else "holds no store id")
+        raise MetadataStoreMismatch(
+            f"pipeline root {root} belongs to ML Metadata store {marker} ({marker_path}), but the store {db} "
+            f"{state}: its artifacts would be overwritten or orphaned. {how}")
+    if marker is None and artifacts and empty:
+        raise MetadataStoreMismatch(
+            f"ML Metadata store {db} is {'new' if store is None else 'empty'} but pipeline root {root} already "
+            f"holds artifacts ({', '.join(artifacts[:5])}{', ...' if len(artifacts) > 5 else ''}): TFX would "
+            f"restart its execution ids and overwrite or delete them. {how}")
+    if store_id is None:
+        from ml_metadata.proto import metadata_store_pb2
+        store = store or _store(config)
+        type_id = store.put_context_type(metadata_store_pb2.ContextType(name=STORE_CONTEXT_TYPE))
+        store_id = str(uuid.uuid4())
+        store.put_contexts([metadata_store_pb2.Context(type_id=type_id, name=store_id)])
+    if marker is None:
+        os.makedirs(root, exist_ok=True)
+        tmp = f"{marker_path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"store_id": store_id, "metadata": db}, f, indent=2)
+        os.replace(tmp, marker_path)
+    return store_id
+
+
+def run(config: PipelineConfig, *, progress: bool = True) -> RunSummary:
+    """Run the whole pipeline locally; raises if a component fails. Returns the run's summary.
+
+    progress: print one line per component as it finishes, with its elapsed time (`ComponentProgress`)."""
     from tfx import v1 as tfx
     config = config.resolved()
     os.makedirs(config.root, exist_ok=True)
+    check_metadata_store(config)   # refuses a new/emptied/other store for a root that holds artifacts
     pipeline = create_pipeline(config, metadata_connection_config=metadata_connection(config.metadata_sqlite))
     start = time.time()
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    with ComponentProgress(len(pipeline.components), enabled=progress):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
     summary = latest_run(config)
     summary.seconds = time.time() - start
     return summary

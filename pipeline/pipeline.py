@@ -3,7 +3,9 @@
     MarketDataExampleGen -> StatisticsGen -> CuratedSchemaGen -> ExampleValidator -> AnomaliesGate
                          -> Transform (preprocessing_fn: the ONE feature builder)
                          -> Trainer (run_fn: components.trainer.module)
-    latest blessed model (Resolver) -> Evaluator (TFMA, LemSlippage metric, thresholds) -> Pusher (if blessed)
+    VwapCurveBaseline (volume-curve schedule of the evaluated splits, profile from the train split)
+    latest blessed model (Resolver) -> Evaluator (TFMA, LemSlippage metric, per-slice thresholds) -> Pusher
+                          Trainer's model -> ServingCheck (TF Serving's session loader, warm-up) -> Pusher
                                     -> ExecutionReport (HTML + PNG, test split)
 
 Nothing here is local-only: paths, Beam arguments and the metadata connection come from the config or the
@@ -32,8 +34,15 @@ def sizes_dict(config: PipelineConfig) -> dict:
 def trainer_custom_config(config: PipelineConfig) -> dict:
     """What the Trainer's run_fn receives (and what its cache key depends on)."""
     import dataclasses
+    data = config.data
+    frequencies = sorted(int(f) for f in data.frequencies)
+    # the bar lengths the model is trained on, and those whose missing bars are skipped (session time): the
+    # exported signatures refuse requests of other frequencies / with gaps (lem_model.request_rules)
+    session = [f for f in frequencies
+               if data.missing_bar_rule_by_frequency.get(f, data.missing_bar_rule) == "skip"]
     return {"sizes": sizes_dict(config), "model": dataclasses.asdict(config.model),
-            "training": dataclasses.asdict(config.training)}
+            "training": dataclasses.asdict(config.training), "frequencies": frequencies,
+            "session_frequencies": session}
 
 
 def eval_config(config: PipelineConfig):
@@ -42,7 +51,7 @@ def eval_config(config: PipelineConfig):
     return build_eval_config(**sizes_dict(config), max_nonfinite=e.max_nonfinite,
                              max_match_std_ratio=e.max_match_std_ratio,
                              champion_max_std_increase_bps=e.champion_max_std_increase_bps,
-                             slice_features=e.slice_features)
+                             min_slice_orders=e.min_slice_orders, slice_features=e.slice_features)
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
@@ -90,18 +99,34 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     ).with_id("latest_blessed_model_resolver")
     components.append(model_resolver)
 
+    # The evaluated splits, annotated with the volume-curve VWAP baseline schedule estimated on the train split.
+    from components.evaluator.vwap_curve import VwapCurveBaseline
+    eval_splits = [config.evaluation.split] + ([config.report.split] if config.report.enabled else [])
+    vwap_curve = VwapCurveBaseline(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"], **sizes_dict(config),
+        splits=",".join(dict.fromkeys(eval_splits)), train_split=TRAIN_SPLIT).with_id("VwapCurveBaseline")
+    components.append(vwap_curve)
+
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=vwap_curve.outputs["baseline_examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        schema=schema_gen.outputs["schema"],
+        schema=vwap_curve.outputs["baseline_schema"],
         eval_config=eval_config(config),
         example_splits=[config.evaluation.split])
     components.append(evaluator)
 
+    # TF Serving's way (session loader, SignatureDef tensor names, warm-up replay) vs the Python path on a few
+    # examples of the evaluated split; its InfraBlessing gates the Pusher like InfraValidator's would
+    from components.serving_check.component import ServingCheck
+    serving_check = ServingCheck(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+                                 split=config.evaluation.split).with_id("ServingCheck")
+    components.append(serving_check)
+
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.push_base_directory)))
     components.append(pusher)
@@ -109,7 +134,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     if config.report.enabled:
         from components.report.component import ExecutionReportComponent
         report = ExecutionReportComponent(
-            examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+            examples=vwap_curve.outputs["baseline_examples"], model=trainer.outputs["model"],
+            model_run=trainer.outputs["model_run"],
             blessing=evaluator.outputs["blessing"], evaluation=evaluator.outputs["evaluation"],
             split=config.report.split, title=config.pipeline_name, max_curves=config.report.max_curves,
         ).with_id("ExecutionReport")

@@ -1,8 +1,10 @@
 """Kubeflow V2 compilation (`kubeflow/runner.py`, `lems compile-kubeflow`): the same `create_pipeline(config)`
-compiled with KubeflowV2DagRunner; asserts the component graph, the image, the Trainer's GPU request and
-the Beam arguments in the pipeline-job JSON."""
+compiled with KubeflowV2DagRunner to KFP IR YAML; the file is read back with kfp 2.5's own package reader (the
+code path of `kfp.Client().create_run_from_pipeline_package`) and by Vertex AI's `PipelineJob`; asserts the
+component graph, the image, the Trainer's GPU request, the Beam arguments and the local-path warning."""
 import json
 import os
+import warnings
 
 import pytest
 
@@ -24,13 +26,15 @@ def _config(**kubeflow):
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from kubeflow.runner import compile_pipeline, summarize
-    path = str(tmp_path_factory.mktemp("kfp") / "spec.json")
+    from kubeflow.runner import LocalPathWarning, compile_pipeline, load_spec, summarize
+    path = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
     config = _config()
-    spec = compile_pipeline(config, path)
-    with open(path) as f:
-        on_disk = json.load(f)
-    return config, on_disk, summarize(on_disk), spec
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LocalPathWarning)  # every path is a URL: no warning
+        spec = compile_pipeline(config, path)
+    on_disk = load_spec(path)
+    assert on_disk == spec
+    return config, on_disk, summarize(on_disk), path
 
 
 def test_component_graph(compiled):
@@ -46,14 +50,14 @@ def test_component_graph(compiled):
     assert "Transform" in trainer_inputs
     assert "Trainer" in tasks["Evaluator"] and "Trainer" in tasks["Pusher"] and "Evaluator" in tasks["Pusher"]
     assert any(t.startswith("latest_blessed_model_resolver") for t in tasks["Evaluator"])
-    assert spec["pipelineSpec"]["pipelineInfo"]["name"] == "lems-kfp"
-    assert spec["runtimeConfig"]["gcsOutputDirectory"] == config.pipeline_root
+    assert spec["pipelineInfo"]["name"] == "lems-kfp"
+    assert spec["defaultPipelineRoot"] == config.pipeline_root
 
 
 def test_image_gpu_and_beam_args(compiled):
     _, spec, s, _ = compiled
     assert s["images"] and set(s["images"].values()) == {IMAGE}
-    trainer_exec = spec["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]["componentRef"]["name"].replace(
+    trainer_exec = spec["root"]["dag"]["tasks"]["Trainer"]["componentRef"]["name"].replace(
         "Trainer", "Trainer_executor")
     res = s["resources"]
     assert list(res) == [trainer_exec], res  # only the Trainer asks for resources
@@ -65,24 +69,74 @@ def test_image_gpu_and_beam_args(compiled):
     assert "--direct_running_mode=in_memory" not in json.dumps(spec)  # local Beam args do not leak
 
 
+def test_kfp_client_reads_the_package(compiled):
+    """kfp 2.5's Client reads a package with `_extract_pipeline_yaml` (create_run_from_pipeline_package ->
+    run_pipeline -> _create_job_config): a PipelineSpec proto parse that rejects unknown fields, e.g. the
+    PipelineJob wrapper's `displayName`."""
+    from kfp.client import client as kfp_client
+    config, spec, s, path = compiled
+    doc = kfp_client._extract_pipeline_yaml(path)
+    ps = doc.pipeline_spec
+    assert ps.pipeline_info.name == "lems-kfp" and ps.schema_version == "2.1.0"
+    assert ps.default_pipeline_root == config.pipeline_root
+    assert set(ps.root.dag.tasks) == set(s["tasks"])
+    sent = doc.to_dict()  # what the client puts in the run request (no platform spec: the PipelineSpec itself)
+    assert sent["deploymentSpec"] == spec["deploymentSpec"] and sent["root"] == spec["root"]
+    wrapped = str(path).replace("pipeline.yaml", "job.yaml")
+    import yaml
+    with open(wrapped, "w") as f:  # the old PipelineJob wrapper is what the client refuses
+        yaml.safe_dump({"displayName": "lems-kfp", "pipelineSpec": spec}, f)
+    with pytest.raises(Exception, match="displayName"):
+        kfp_client._extract_pipeline_yaml(wrapped)
+
+
+def test_vertex_ai_pipeline_job_reads_the_package(compiled):
+    """Vertex AI: `aiplatform.PipelineJob(template_path=FILE)` builds its job from the same file (no call leaves
+    the machine until `.submit()`); the pipeline root comes from `defaultPipelineRoot`."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    config, spec, _, path = compiled
+    job = aiplatform.PipelineJob(display_name="lems-kfp", template_path=path, project="proj",
+                                 location="europe-west4", credentials=AnonymousCredentials())
+    resource = job._gca_resource  # the PipelineJob proto `.submit()` sends
+    assert resource.runtime_config.gcs_output_directory == config.pipeline_root
+    assert resource.pipeline_spec["pipelineInfo"]["name"] == "lems-kfp"
+    assert set(resource.pipeline_spec["root"]["dag"]["tasks"]) == set(spec["root"]["dag"]["tasks"])
+
+
+def test_local_paths_warn_and_output_must_be_yaml(tmp_path):
+    from kubeflow.runner import LocalPathWarning, compile_pipeline, local_paths
+    config = _config().replace(root="./runs/lems", data={"source": "/mnt/bars"})
+    assert local_paths(config) == {"root": "./runs/lems", "data.source": "/mnt/bars"}
+    with pytest.warns(LocalPathWarning) as seen:
+        compile_pipeline(config, str(tmp_path / "p.yml"))
+    messages = [str(w.message) for w in seen if w.category is LocalPathWarning]
+    assert len(messages) == 2 and "root = './runs/lems'" in messages[0] and "data.source" in messages[1]
+    with pytest.raises(ValueError, match=r"must end with \.yaml or \.yml"):
+        compile_pipeline(_config(), str(tmp_path / "spec.json"))
+
+
 def test_no_gpu_and_local_beam_args_fallback(tmp_path):
     from kubeflow.runner import compile_pipeline, summarize
     config = _config(trainer_gpus=0, trainer_cpu=None, trainer_memory_gb=None, beam_pipeline_args=None)
-    s = summarize(compile_pipeline(config, str(tmp_path / "spec.json"), image="other:1"))
+    s = summarize(compile_pipeline(config, str(tmp_path / "spec.yaml"), image="other:1"))
     assert s["resources"] == {} and set(s["images"].values()) == {"other:1"}
     for args in s["args"].values():
         assert args[-len(config.beam_pipeline_args):] == list(config.beam_pipeline_args)
 
 
-def test_cli_and_dockerfile(tmp_path):
+def test_cli_and_dockerfile(tmp_path, capsys):
     from lems_cli.main import main
     cfg = tmp_path / "config.json"
-    _config().save(str(cfg))
-    out = tmp_path / "cli" / "spec.json"
+    _config().replace(serving={"serving_dir": "/srv/models"}).save(str(cfg))
+    out = tmp_path / "cli" / "pipeline.yaml"
     assert main(["compile-kubeflow", "--config", str(cfg), "--output", str(out), "--trainer-gpus", "1",
                  "--beam-args", "--runner=FlinkRunner --flink_master=flink:8081"]) == 0
-    spec = json.load(open(out))
-    text = json.dumps(spec)
+    from kubeflow.runner import load_spec
+    text = json.dumps(load_spec(str(out)))
+    printed = capsys.readouterr()
+    assert "warning: kubeflow compile: serving.serving_dir = '/srv/models' is a local path" in printed.err
+    assert "create_run_from_pipeline_package" in printed.out
     assert "--flink_master=flink:8081" in text and "DataflowRunner" not in text
     with open(os.path.join(ROOT, "kubeflow", "Dockerfile")) as f:
         docker = f.read()

@@ -60,10 +60,12 @@ def test_every_data_field_reaches_the_example_gen_config():
     sizes = {"norm_window", "lookback", "n_ahead"}
     assert set(INGESTION_DATA_FIELDS) <= ingestion_fields
     assert ingestion_fields - set(INGESTION_DATA_FIELDS) == sizes | {"chunk_rows"}  # chunk_rows: a memory knob
-    changed = {"frequencies": [60, 1440], "stride": 3, "stride_by_frequency": {"1440": "1"},
+    changed = {"frequencies": [60, 1440], "stride": 3, "stride_by_frequency": {"1440": 1},
                "start": "2019-01-01", "eval_start": "2020-06-01", "test_start": "2021-01-01", "end": "2022-01-01",
                "embargo_bars": 5, "missing_bar_rule": "skip", "missing_bar_rule_by_frequency": {"60": "zero_fill"},
-               "max_gap_bars": 3, "bad_rows": "drop", "min_examples_per_split": 7, "input_patterns": ["binance"]}
+               "max_gap_bars": 3, "bad_rows": "drop", "min_examples_per_split": 7, "input_patterns": ["binance"],
+               "source_bar_minutes": 15, "source_bar_minutes_by_asset": {"AAPL": 1440}, "outliers": "drop",
+               "outlier_window": 48, "outlier_volume_z": 9.5, "outlier_return_z": 150}
     assert set(changed) == set(INGESTION_DATA_FIELDS)
     config = PipelineConfig().replace(data=changed, sizes={"n_ahead": 6, "lookback": 20, "norm_window": 40})
     got = config.validate().ingestion_config()
@@ -71,7 +73,9 @@ def test_every_data_field_reaches_the_example_gen_config():
         frequencies=(60, 1440), norm_window=40, lookback=20, n_ahead=6, stride=3, stride_by_frequency={1440: 1},
         start="2019-01-01", eval_start="2020-06-01", test_start="2021-01-01", end="2022-01-01", embargo_bars=5,
         missing_bar_rule="skip", missing_bar_rule_by_frequency={60: "zero_fill"}, max_gap_bars=3, bad_rows="drop",
-        min_examples_per_split=7, input_patterns=("binance",))
+        min_examples_per_split=7, input_patterns=("binance",), source_bar_minutes=15,
+        source_bar_minutes_by_asset={"AAPL": 1440}, outliers="drop", outlier_window=48, outlier_volume_z=9.5,
+        outlier_return_z=150.0)
 
 
 def test_resolved_makes_local_paths_absolute_only():
@@ -101,3 +105,46 @@ def test_create_pipeline_is_pure_and_wires_config(tmp_path):
     assert "0.75" in eval_cfg and "LemSlippage" in eval_cfg
     push = by_id["Pusher"].exec_properties["push_destination"]
     assert os.path.join(str(root), "serving", "lem") in push
+
+
+@pytest.mark.parametrize("text, field, detail", [
+    ("model: {recurrent: transformer}", "config.model.recurrent", "choose one of tkan, lstm, gru"),
+    ("data: {frequencies: '15'}", "config.data.frequencies", "expected a list, got '15'"),
+    ("data: {frequencies: ['15', 90]}", "config.data.frequencies[0]", "expected an integer, got '15' (str)"),
+    ("data: {frequencies: [0]}", "config.data.frequencies[0]", "must be >= 1"),
+    ("data: {missing_bar_rule_by_frequency: {60: fill}}", "config.data.missing_bar_rule_by_frequency[60]",
+     "choose one of zero_fill, skip"),
+    ("data: {bad_rows: ignore}", "config.data.bad_rows", "choose one of error, drop"),
+    ("training: {epochs: 2.5}", "config.training.epochs", "expected an integer"),
+    ("training: {use_gpu: 'yes'}", "config.training.use_gpu", "expected true/false"),
+    ("training: {learning_rate: fast}", "config.training.learning_rate", "expected a number"),
+    ("training: {jit_compile: 1}", "config.training.jit_compile", "choose one of auto, true, false"),
+    ("training: {min_rates: [x], max_rates: [1]}", "config.training.min_rates[0]", "expected a number or null"),
+    ("evaluation: {split: valid}", "config.evaluation.split", "choose one of train, eval, test"),
+    ("kubeflow: {beam_pipeline_args: [--runner=DataflowRunner, 3]}", "config.kubeflow.beam_pipeline_args[1]",
+     "expected a string"),
+    ("training: {epoch: 3}", "unknown key(s) ['epoch'] in config.training", "did you mean config.training.epochs"),
+])
+def test_types_and_choices_are_checked_when_the_file_is_read(tmp_path, text, field, detail):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError) as err:
+        PipelineConfig.from_file(str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and field in message and detail in message, message
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training: {learning_rate: 1e-5, min_learning_rate: 5E-7, shuffle_buffer: 1e4, "
+                    "min_rates: [null, 1e-3], max_rates: [1, 5e-1]}\n"
+                    "data: {stride_by_frequency: {'90': 2}, frequencies: [15, 90.0]}\n")
+    config = PipelineConfig.from_file(str(path)).validate()
+    t = config.training
+    assert (t.learning_rate, t.min_learning_rate, t.shuffle_buffer) == (1e-5, 5e-7, 10_000)
+    assert type(t.learning_rate) is float and type(t.shuffle_buffer) is int
+    assert t.min_rates == [None, 1e-3] and t.max_rates == [1.0, 0.5] and type(t.max_rates[0]) is float
+    assert config.data.stride_by_frequency == {90: 2} and config.data.frequencies == [15, 90]
+    assert all(type(f) is int for f in config.data.frequencies)
+    with pytest.raises(ValueError, match=r"config.training.shuffle_buffer: expected an integer, got '1.50005e4'"):
+        PipelineConfig.from_dict({"training": {"shuffle_buffer": "1.50005e4"}})

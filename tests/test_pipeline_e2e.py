@@ -13,6 +13,8 @@ import os
 import numpy as np
 import pytest
 
+from lem_model_testutils import XLA_ALLOC_TOL
+
 pytestmark = pytest.mark.slow
 
 W, L, N = 16, 8, 4
@@ -42,7 +44,7 @@ def runs(tmp_path_factory):
         sizes=SizesConfig(n_ahead=N, lookback=L, norm_window=W),
         model=ModelConfig(hidden_size=8, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=8, recurrent="lstm"),
         training=TrainingConfig(learning_rate=1e-3, batch_size=64, epochs=1, verbose=0, jit_compile=False),
-        evaluation=EvaluationConfig(max_match_std_ratio=1e9, champion_max_std_increase_bps=1e9),
+        evaluation=EvaluationConfig(max_match_std_ratio=1e9, champion_max_std_increase_bps=1e9, min_slice_orders=1),
         serving=ServingConfig(serving_dir=str(root / "serving")),
         report=ReportConfig(max_curves=50))
     out = {"config": config}
@@ -87,6 +89,11 @@ def test_blessed_run_is_pushed_in_tf_serving_layout(runs):
     pushed = first.pushed_model_dir
     assert pushed == os.path.join(runs["config"].resolved().push_base_directory, runs["versions_first"][0])
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
+    # pushed warm, after the TF-Serving-faithful check (session loader, warm-up replay, session vs Python)
+    from components.trainer.warmup import WARMUP_FILE
+    assert os.path.isfile(os.path.join(pushed, WARMUP_FILE))
+    check = json.load(open(os.path.join(first.nodes["ServingCheck"].outputs["blessing"][0], "serving_check.json")))
+    assert check["passed"] and check["details"]["comparisons"] >= 5 and check["details"]["warmup_requests"] > 0
 
 
 def test_pushed_model_serves_valid_allocations_through_both_signatures(runs):
@@ -110,7 +117,7 @@ def test_pushed_model_serves_valid_allocations_through_both_signatures(runs):
         assert np.isfinite(alloc).all() and (alloc >= 0).all()
         np.testing.assert_allclose(alloc.sum(axis=1), 1.0, atol=1e-4)
     # serve_tf_examples defaults to the training constraints (min_rate 1/N^2, max_rate 1)
-    np.testing.assert_allclose(by_bars, by_examples, atol=1e-5)
+    np.testing.assert_allclose(by_bars, by_examples, **XLA_ALLOC_TOL)  # two signatures' graphs: float32
     # the order parameters reach the model: a tighter max rate changes the schedule
     tight = loaded.signatures["serving_default"](
         volume=tf.constant(raw["volume"][:b]), quote_volume=tf.constant(raw["quote_volume"][:b]),
@@ -151,7 +158,15 @@ def test_blessing_follows_the_thresholds_and_blocks_the_push(runs):
     import tensorflow_model_analysis as tfma
     validation = tfma.load_validation_result(strict.nodes["Evaluator"].outputs["evaluation"][0])
     failed = {f.metric_key.name for s in validation.metric_validations_per_slice for f in s.failures}
-    assert failed == {"match_vwap_std_ratio"}
+    assert failed == {"gate/match_vwap_std_ratio"}
+    # every slice is gated (min_slice_orders=1): overall, each asset, the frequency and asset x frequency
+    from components.evaluator.eval_config import validation_lines
+    lines = validation_lines(strict.nodes["Evaluator"].outputs["evaluation"][0])
+    assert lines[0] == "validation_ok = False"
+    where = {line.split("[", 1)[1].split("]", 1)[0] for line in lines[1:]}
+    assert where == {"overall", "asset=BTCUSDT", "asset=ETHUSDT", "frequency_minutes=15",
+                     "asset=BTCUSDT, frequency_minutes=15", "asset=ETHUSDT, frequency_minutes=15"}, lines
+    assert all("match_vwap_std_ratio = " in line and "required <= 0" in line for line in lines[1:])
 
 
 def test_report_has_tables_and_figures(runs):
@@ -162,10 +177,22 @@ def test_report_has_tables_and_figures(runs):
         assert ("NOT BLESSED" in html) == (name == "strict")
         summary = json.load(open(os.path.join(report, "summary.json")))
         assert summary["orders"] > 0
-        assert len(summary["tables"]["table1"]) == 2 + 2 * (N + 1)  # 2 TWAP rows + BUY/SELL x (N heads + match)
+        # TWAP (notional), TWAP (volume), VWAP curve (volume) + BUY/SELL x (N heads + match), with intervals
+        assert len(summary["tables"]["table1"]) == 3 + 2 * (N + 1)
+        assert summary["tables"]["table1"][2]["order_type"] == "VWAP curve (volume)"
+        assert all(np.isfinite(r["mean_lo"]) for r in summary["tables"]["table1"])
+        for section in ("gates", "champion", "comparison", "per-asset", "per-frequency", "training"):
+            assert f"id='{section}'" in html, section
+        assert "training.png" in summary["figures"]
+        assert {g["slice"] for g in summary["gates"]} >= {"overall", "asset=BTCUSDT", "frequency_minutes=15"}
+        assert all(g["result"].startswith("FAILED") == (name == "strict") for g in summary["gates"])
         for fig in summary["figures"]:
             assert os.path.getsize(os.path.join(report, "figures", fig)) > 5000
     assert open(os.path.join(runs["first"].report_dir, "tables.txt")).read().startswith("Table 1")
+    # the second run had a champion (the first run's model): the report compares them per slice
+    assert not json.load(open(os.path.join(runs["first"].report_dir, "summary.json")))["champion"]
+    champion = json.load(open(os.path.join(runs["again"].report_dir, "summary.json")))["champion"]
+    assert {c["slice"] for c in champion} >= {"overall"} and all(np.isfinite(c["champion"]) for c in champion)
 
 
 def test_exported_signature_is_causal(runs):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import serving_testutils as U
+from lem_model_testutils import XLA_ALLOC_TOL
 from lem_model import layout
 from serving.client import LemClient
 from serving.scheduling import Order, build_request_window, make_schedule, scenario_indices
@@ -79,7 +80,7 @@ def test_scenario_signature_matches_the_full_signature(client, bars):
         full = _predict(client, inputs).reshape(batch, N, -1)[np.arange(batch), :, scenario]
         got = _predict(client, dict(inputs, scenario=scenario.astype(np.int64)), "serve_scenario")
         assert got.shape == (batch, N)
-        np.testing.assert_allclose(got, full, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got, full, **XLA_ALLOC_TOL)  # other signature and batch: float32
 
 
 def test_plan_through_either_signature_is_the_same(server, client, bars):
@@ -88,7 +89,7 @@ def test_plan_through_either_signature_is_the_same(server, client, bars):
     with LemClient(server.address, "lem", timeout=30, use_scenario_signature=False) as full_client:
         full = full_client.plan(order, _history(bars, 440))
     fast = client.plan(order, _history(bars, 440))
-    np.testing.assert_allclose(fast.fractions, full.fractions, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fast.fractions, full.fractions, **XLA_ALLOC_TOL)
     np.testing.assert_allclose(fast.quantities, full.quantities, rtol=1e-4, atol=1e-2)
     assert fast.scenario == full.scenario and fast.completion_step == full.completion_step
 
@@ -105,7 +106,7 @@ def test_schedule_is_the_chosen_scenario_sized_to_the_order(client, bars, side, 
                                                 window.timestamp[None], [U.FREQ], [0.0], [1.0])
     m, p, t = scenario_indices(order, N)
     assert (m == N) == (t_min == t_max == N)
-    np.testing.assert_allclose(plan.fractions, alloc[0, :, m, p, t], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(plan.fractions, alloc[0, :, m, p, t], **XLA_ALLOC_TOL)
     assert plan.units == ("shares" if target == "volume" else "notional") and plan.model_version == version == 1
     assert len(plan.quantities) == t_max and np.all(plan.quantities >= 0)
     np.testing.assert_allclose(plan.quantities.sum(), 2500.0, rtol=1e-9)
@@ -118,8 +119,9 @@ def test_schedule_is_the_chosen_scenario_sized_to_the_order(client, bars, side, 
 def test_replanning_after_partial_fills_never_retrades_and_finishes_by_t_max(client, bars):
     rng = np.random.default_rng(0)
     t_max = N - 1
+    # under-fills may leave more than max_rate x the bars left: the desk trades it anyway (allow_infeasible)
     order = Order(side="buy", target="volume", size=10_000.0, benchmark="vwap", min_duration=2,
-                  max_duration=t_max, max_rate=0.6, frequency_minutes=U.FREQ)
+                  max_duration=t_max, max_rate=0.6, frequency_minutes=U.FREQ, allow_infeasible=True)
     plan = client.plan(order, _history(bars, 450))
     order = dataclasses.replace(order, start_time=plan.origin_time)
     executed = 0.0
@@ -131,9 +133,11 @@ def test_replanning_after_partial_fills_never_retrades_and_finishes_by_t_max(cli
         fill = plan.quantities[0] if j == t_max - 1 else plan.quantities[0] * rng.uniform(0.3, 1.0)
         executed += fill
     np.testing.assert_allclose(executed, 10_000.0, rtol=1e-9)
-    # an over-filled order re-plans to nothing
-    over = client.plan(order, _history(bars, 452), executed=10_500.0)
-    assert np.all(over.quantities == 0) and over.completion_step is None and over.remaining == 0
+    # an over-filled order is an error, not a schedule; an exactly filled one re-plans to nothing
+    with pytest.raises(ValueError, match="over-fill"):
+        client.plan(order, _history(bars, 452), executed=10_500.0)
+    done = client.plan(order, _history(bars, 452), executed=10_000.0)
+    assert np.all(done.quantities == 0) and done.completion_step is None and done.remaining == 0
 
 
 def test_replanning_with_exact_fills_and_bars_as_expected_keeps_the_plan(client, bars):
@@ -236,7 +240,7 @@ def test_tf_examples_signature_matches_the_raw_bars_signature(client, bars):
     }
     example = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
     from_examples = _predict(client, {"examples": np.array([example], object)}, "serve_tf_examples")
-    np.testing.assert_allclose(from_examples, _predict(client, inputs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_examples, _predict(client, inputs), **XLA_ALLOC_TOL)
 
 
 def test_serving_level_causality(client, bars):
@@ -289,7 +293,7 @@ def test_new_versions_are_picked_up_and_broken_ones_do_not_stop_serving(server, 
     other = build_lem(num_features=NUM_BAR_FEATURES, lookback=L, n_ahead=N, **U.HYPER)
     staged = U.export_version(other, str(tmp_path), 2)
     write_warmup_file(staged, window_bars=T, n_ahead=N, frequencies=(15, 1440),
-                      signatures=("serving_default", "serve_scenario"))
+                      signatures=("serving_default", "serve_scenario"), batch_sizes=(1,))
     for broken in ("3", "4"):
         shutil.rmtree(os.path.join(model_base, broken))
     os.rename(staged, os.path.join(model_base, "2"))

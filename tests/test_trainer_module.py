@@ -53,3 +53,27 @@ def test_input_fn_tiles_each_batch_once_per_constraint_configuration():
     np.testing.assert_array_equal(y[4:], labels[:4])
     np.testing.assert_allclose(x["min_rate"][:, 0], [0.25] * 4 + [0.1] * 4)
     np.testing.assert_allclose(x["max_rate"][:, 0], [1.0] * 4 + [0.5] * 4)
+
+
+def test_frequency_weighting_gives_each_example_sqrt_of_min_over_its_frequency():
+    from lem_model.features import BAR_FEATURE_NAMES, build_features_numpy
+    rng = np.random.default_rng(1)
+    w, l, n = 8, 6, 4
+    t = w + l + n
+    volume = rng.uniform(1, 2, (3, t)).astype(np.float32)
+    quote = volume * rng.uniform(90, 110, (3, t)).astype(np.float32)
+    freq = np.array([15, 90, 1440])
+    timestamp = 1_700_000_000 + 60 * freq[:, None] * np.arange(t)[None, :]
+    feats = build_features_numpy(volume, quote, timestamp, freq, norm_window=w, lookback=l, n_ahead=n)
+    assert "log_frequency" in BAR_FEATURE_NAMES
+    accessor = _Accessor(feats["bars"], feats["labels"])
+    ds = module.input_fn(["f"], accessor, _TransformOutput(), batch_size=3, constraints=[(0.0, 1.0), (0.1, 0.5)],
+                         shuffle=False, weighting="inverse_sqrt", min_frequency=15)
+    (x, y, weights), = list(ds.as_numpy_iterator())
+    np.testing.assert_allclose(weights, np.tile(np.sqrt(15 / freq), 2), rtol=1e-5)  # one per tiled row
+    assert len(weights) == len(y) == len(x["bars"]) == 6
+    unweighted, = list(module.input_fn(["f"], accessor, _TransformOutput(), batch_size=3, constraints=[(0.0, 1.0)],
+                                       shuffle=False).as_numpy_iterator())
+    assert len(unweighted) == 2  # (inputs, labels): no weights by default (the paper's recipe)
+    with pytest.raises(ValueError, match="frequency_weighting"):
+        module.frequency_weights(x["bars"], "linear", 15)

@@ -40,11 +40,27 @@ def constraint_pairs(training: dict, n_ahead: int) -> list:
     return [(export.default_min_rate(n_ahead) if lo is None else float(lo), float(hi)) for lo, hi in zip(mins, maxs)]
 
 
+def frequency_weights(bars, weighting: str, min_frequency: float):
+    """Per-example loss weights [B] from the bars' `log_frequency` feature (constant over a window):
+    "inverse_sqrt" = sqrt(min_frequency / f), f the example's bar length in minutes; "none" = None."""
+    if weighting == "none":
+        return None
+    if weighting != "inverse_sqrt":
+        raise ValueError(f"training.frequency_weighting must be one of none, inverse_sqrt, got {weighting!r}")
+    from lem_model.features import BAR_FEATURE_NAMES, FREQUENCY_SCALE_MINUTES
+    log_f = bars[:, 0, BAR_FEATURE_NAMES.index("log_frequency")]
+    minutes = tf.exp(log_f * tf.math.log(float(FREQUENCY_SCALE_MINUTES)))
+    return tf.sqrt(float(min_frequency) / minutes)
+
+
 def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: int, constraints, shuffle: bool,
-             shuffle_buffer: int = 10_000, seed: int | None = None) -> tf.data.Dataset:
-    """Transformed examples -> batches of ({"bars", "min_rate", "max_rate"}, labels), one pass (finite).
+             shuffle_buffer: int = 10_000, seed: int | None = None, weighting: str = "none",
+             min_frequency: float = 1.0) -> tf.data.Dataset:
+    """Transformed examples -> batches of ({"bars", "min_rate", "max_rate"}, labels[, weights]), one pass
+    (finite).
 
     With K constraint pairs each batch of B examples becomes K*B rows, one copy per (min_rate, max_rate).
+    weighting != "none" adds per-example loss weights (`frequency_weights`).
     """
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
@@ -62,7 +78,9 @@ def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: in
         labels = tf.tile(labels, [k, 1, 1])
         min_rate = tf.reshape(tf.repeat(mins, b), [-1, 1])
         max_rate = tf.reshape(tf.repeat(maxs, b), [-1, 1])
-        return {BARS_KEY: bars, "min_rate": min_rate, "max_rate": max_rate}, labels
+        inputs = {BARS_KEY: bars, "min_rate": min_rate, "max_rate": max_rate}
+        weights = frequency_weights(bars, weighting, min_frequency)
+        return (inputs, labels) if weights is None else (inputs, labels, weights)
 
     return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -79,9 +97,31 @@ def _configure_devices(training: dict) -> str:
     return f"GPU ({len(gpus)})" if gpus else "CPU"
 
 
+class EpochLine(keras.callbacks.Callback):
+    """One short line per epoch: time, loss, val loss and the slippage figures that matter most (validation
+    match-VWAP |bps| = tracking risk, buy/sell VWAP-volume bps); every metric stays in TensorBoard and
+    history.json. Used when `training.verbose` is 2 (default); 1 = Keras's progress bar, 0 = silent."""
+    KEYS = (("loss", "loss"), ("val_loss", "val_loss"), ("val_match_vwap_abs_bps", "val match|vwap| bps"),
+            ("val_buy_vwap_volume_bps", "val buy vwap bps"), ("val_sell_vwap_volume_bps", "val sell vwap bps"))
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{label} {float(logs[key]):.4g}" for key, label in self.KEYS if key in logs]
+        print(f"[trainer] epoch {epoch + 1}/{self.epochs} {time.time() - self._t0:.1f} s  " + "  ".join(parts),
+              flush=True)
+
+
 def _callbacks(training: dict, log_dir: str, n_ahead: int):
     del n_ahead
-    return [
+    epoch_line = [EpochLine(int(training.get("epochs", 50)))] if int(training.get("verbose", 2)) == 2 else []
+    return epoch_line + [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(training.get("early_stopping_patience", 2)),
                                       restore_best_weights=True, verbose=1),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=int(training.get("reduce_lr_patience", 1)),
@@ -106,7 +146,9 @@ def run_fn(fn_args) -> None:
 
     constraints = constraint_pairs(training, n_ahead)
     batch_size = int(training.get("batch_size", 256))
-    common = dict(batch_size=batch_size, constraints=constraints, seed=int(training.get("seed", 42)))
+    common = dict(batch_size=batch_size, constraints=constraints, seed=int(training.get("seed", 42)),
+                  weighting=training.get("frequency_weighting", "none"),
+                  min_frequency=min(cfg.get("frequencies") or [1]))
     train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, shuffle=True,
                         shuffle_buffer=int(training.get("shuffle_buffer", 10_000)), **common)
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, shuffle=False, **common)
@@ -126,7 +168,7 @@ def run_fn(fn_args) -> None:
     history = model.fit(train_ds, validation_data=eval_ds, epochs=int(training.get("epochs", 50)),
                         steps_per_epoch=steps, validation_steps=val_steps,
                         callbacks=_callbacks(training, fn_args.model_run_dir, n_ahead),
-                        verbose=int(training.get("verbose", 2)))
+                        verbose=1 if int(training.get("verbose", 2)) == 1 else 0)
     seconds = time.time() - start
     hist = {k: [float(x) for x in v] for k, v in history.history.items()}
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
@@ -134,6 +176,7 @@ def run_fn(fn_args) -> None:
 
     export.export_serving_model(
         model, tf_transform_output, fn_args.serving_model_dir, norm_window=norm_window, lookback=lookback,
-        n_ahead=n_ahead,
+        n_ahead=n_ahead, trained_frequencies=cfg.get("frequencies"),
+        session_frequencies=cfg.get("session_frequencies"),
         metadata={"model": hp, "num_features": num_features, "training": training,
                   "epochs_run": len(hist.get("loss", [])), "train_seconds": round(seconds, 1), "device": device})

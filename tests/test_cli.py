@@ -1,0 +1,172 @@
+"""The `lems` command line around the pipeline: `--version`, `lems init` / `lems demo --save-config`, quiet
+third-party logs by default (`--verbose` keeps them), one progress line per component, short epoch lines."""
+import logging
+import os
+import sys
+import warnings
+from importlib import metadata
+
+import pytest
+import yaml
+
+from lems_cli.main import main
+from pipeline.configs import PipelineConfig, demo_config
+
+
+def test_version_from_package_metadata(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lems {metadata.version('lems-tfx')}"
+
+
+@pytest.mark.parametrize("preset", ["default", "demo"])
+def test_init_writes_a_documented_config_that_loads_and_validates(tmp_path, capsys, preset):
+    path = str(tmp_path / "my.yaml")
+    assert main(["init", "--config", path, "--preset", preset]) == 0
+    assert path in capsys.readouterr().out
+    text = open(path, encoding="utf-8").read()
+    loaded = PipelineConfig.from_file(path).validate()
+    assert loaded == (demo_config("./runs/demo") if preset == "demo" else PipelineConfig())
+    for p in (loaded.root, loaded.data.source, loaded.serving.serving_dir):  # relative, so the file travels
+        assert not os.path.isabs(p) and "://" not in p, p
+    # each section under its documentation; fields with a fixed set of values list them
+    assert "# Hyperparameters of `lem_model.model.build_lem`" in text and "\nmodel:\n" in text
+    assert [ln for ln in text.splitlines() if ln.strip().startswith("recurrent:")][0].endswith(
+        "# one of: tkan, lstm, gru")
+    with pytest.raises(SystemExit, match="exists; pass --force"):
+        main(["init", "--config", path])
+    assert main(["init", "--config", path, "--force", "--verbose"]) == 0  # --verbose anywhere on the line
+
+
+def test_demo_save_config_writes_without_running(tmp_path):
+    root = tmp_path / "demo-root"
+    path = str(tmp_path / "demo.yaml")
+    assert main(["demo", "--root", str(root), "--save-config", path]) == 0
+    assert not root.exists()  # nothing generated, nothing run
+    assert PipelineConfig.from_file(path) == demo_config(str(root))
+
+
+@pytest.fixture
+def restore_logging(monkeypatch):
+    """Undo what `logs.setup` changes in this process (env, logger levels, absl verbosity, warning filters)."""
+    from absl import logging as absl_logging
+
+    from lems_cli import logs
+    for name in logs.QUIET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    names = logs.THIRD_PARTY_LOGGERS + logs.PROJECT_LOGGERS
+    levels = {n: logging.getLogger(n).level for n in names}
+    verbosity = absl_logging.get_verbosity()
+    with warnings.catch_warnings():
+        warnings.resetwarnings()  # only what setup adds (pytest.ini ignores FutureWarning for the suite)
+        yield logs
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    absl_logging.set_verbosity(verbosity)
+
+
+def _api_core_warning_shown() -> bool:
+    """Whether the google.api_core Python-version FutureWarning (as it issues it) gets through the filters."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.warn_explicit("You are using a non-supported Python version", FutureWarning, "support.py", 1,
+                               module="google.api_core._python_version_support")
+    return bool(seen)
+
+
+def test_quiet_by_default(restore_logging):
+    logs = restore_logging
+    done = logs.setup(verbose=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["GRPC_VERBOSITY"] == "ERROR"
+    assert done["env"] == logs.QUIET_ENV
+    for name in ("absl", "tensorflow", "apache_beam", "tensorflow_model_analysis"):
+        assert logging.getLogger(name).level == logging.ERROR, name
+        assert not logging.getLogger(f"{name}.sub").isEnabledFor(logging.WARNING)
+    from absl import logging as absl_logging
+    assert absl_logging.get_verbosity() == absl_logging.ERROR
+    assert not _api_core_warning_shown()
+    assert logging.getLogger("backfill").isEnabledFor(logging.INFO)  # our own progress stays
+    with warnings.catch_warnings(record=True) as seen:  # our own warnings are not filtered
+        warnings.warn_explicit("local path", UserWarning, "runner.py", 1, module="kubeflow.runner")
+    assert len(seen) == 1
+
+
+def test_verbose_keeps_third_party_logs(restore_logging, monkeypatch):
+    logs = restore_logging
+    logging.getLogger("tensorflow").setLevel(logging.NOTSET)
+    done = logs.setup(verbose=True)
+    assert done == {"env": {}, "loggers": {}, "warning_filters": 0}
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "GRPC_VERBOSITY" not in os.environ
+    assert logging.getLogger("tensorflow").level == logging.NOTSET
+    assert _api_core_warning_shown()
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # a value the user set is kept when quiet too
+    assert "TF_CPP_MIN_LOG_LEVEL" not in logs.setup(verbose=False)["env"]
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+def test_component_progress_lines(restore_logging, capsys):
+    """One line per component from TFX's launcher announcements on the absl logger; other absl INFO records
+    stay hidden when quiet; a failing component is named."""
+    from absl import logging as absl_logging
+
+    from pipeline.local_runner import ComponentProgress
+    restore_logging.setup(verbose=False)
+    absl_logger = logging.getLogger("absl")
+    records = []
+    sink = logging.Handler()
+    sink.emit = records.append
+    absl_logger.addHandler(sink)
+    try:
+        with ComponentProgress(3, stream=sys.stdout) as progress:
+            for node in ("ExampleGen", "Trainer"):
+                absl_logging.info("Component %s is running.", node)
+                absl_logging.info("some third-party detail")
+                previous = absl_logging.get_verbosity()  # what TensorFlow's SavedModel export does
+                absl_logging.set_verbosity(absl_logging.FATAL)
+                absl_logging.set_verbosity(previous)
+                absl_logging.info("Component %s is finished.", node)
+        with pytest.raises(RuntimeError):
+            with ComponentProgress(1, stream=sys.stdout):
+                absl_logging.info("Component %s is running.", "Pusher")
+                raise RuntimeError("boom")
+    finally:
+        absl_logger.removeHandler(sink)
+    out = capsys.readouterr().out.splitlines()
+    assert [n for n, _ in progress.finished] == ["ExampleGen", "Trainer"]
+    assert out[0].startswith("[pipeline] 1/3 ExampleGen finished in ") and out[1].startswith("[pipeline] 2/3 Trainer")
+    assert out[2].startswith("[pipeline] Pusher FAILED after ") and out[2].endswith("RuntimeError")
+    assert records == []  # quiet: no absl INFO record reached a handler
+    assert absl_logger.level == logging.ERROR and absl_logging.get_verbosity() == absl_logging.ERROR  # restored
+
+
+def test_epoch_line_is_short_and_has_the_figures_that_matter(capsys):
+    from components.trainer.module import EpochLine
+    logs = {"loss": 1.2345678, "val_loss": 1.3456789, "learning_rate": 1e-3}
+    for prefix in ("", "val_"):
+        for side in ("buy", "sell"):
+            for bench in ("vwap", "twap"):
+                for target in ("volume", "notional"):
+                    logs[f"{prefix}{side}_{bench}_{target}_bps"] = -1.5
+        for bench in ("vwap", "twap"):
+            logs[f"{prefix}match_{bench}_abs_bps"] = 3.25
+    line = EpochLine(epochs=6)
+    line.on_epoch_begin(2)
+    line.on_epoch_end(2, logs)
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("[trainer] epoch 3/6 ") and len(out) < 160, out
+    assert "loss 1.235" in out and "val_loss 1.346" in out and "val match|vwap| bps 3.25" in out
+    assert "val buy vwap bps -1.5" in out and "twap" not in out and "notional" not in out
+
+
+def test_config_with_scientific_numbers_reads_without_tensorflow(tmp_path):
+    """`lems run` checks the file before TensorFlow is imported: a subprocess that reads and validates a
+    YAML config (with 1e-5, a string to PyYAML) must not have imported TensorFlow."""
+    import subprocess
+    path = tmp_path / "c.yaml"
+    path.write_text("training: {learning_rate: 1e-5, min_learning_rate: 1E-7}\nmodel: {recurrent: gru}\n")
+    code = ("import sys; from pipeline.configs import PipelineConfig; "
+            f"c = PipelineConfig.from_file({str(path)!r}).validate(); "
+            "assert c.training.learning_rate == 1e-5 and c.training.min_learning_rate == 1e-7; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(sys.modules); print('ok')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert yaml.safe_load(path.read_text())["training"]["learning_rate"] == "1e-5"  # the case being fixed
