@@ -39,6 +39,10 @@ def test_k8s_manifests_serve_the_pushed_directory_with_the_shipped_config():
     assert container["image"].startswith("tensorflow/serving:")
     args = dict(a.lstrip("-").split("=", 1) for a in container["args"])
     assert args["port"] == "8500"
+    # the flags serving/README.md says the SavedModel needs: XLA-compiled small batches, the warm-up file,
+    # loads and warm-up off the manager's main loop
+    assert (args["xla_cpu_compilation_enabled"], args["enable_model_warmup"]) == ("true", "true")
+    assert (args["num_load_threads"], args["num_unload_threads"]) == ("1", "1")
     config_mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert args["model_config_file"] == os.path.join(config_mount["config"], "models.config")
     (model,) = shipped.model_config_list.config
