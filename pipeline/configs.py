@@ -471,9 +471,9 @@ def demo_config(root: str = "./runs/demo") -> PipelineConfig:
         sizes=SizesConfig(n_ahead=12, lookback=32, norm_window=96),
         model=ModelConfig(hidden_size=16, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=16,
                           recurrent="lstm"),
-        # frequency_weighting and 16 epochs: per-slice match-VWAP std / TWAP-volume std 1.35 (15 min) and 0.90
-        # (90 min) on the test split instead of 1.87 and 0.88 (6 epochs, unweighted); BTCUSDT 15 min still loses
-        # (1.66): the demo ends NOT BLESSED (benchmarks/RESULTS.md, session 10)
+        # frequency_weighting and 16 epochs: per-slice match-VWAP std / TWAP-volume std 1.35-1.49 (15 min) and
+        # 0.88-0.90 (90 min) on the test split in two runs, instead of 1.87 and 0.88 (6 epochs, unweighted); the
+        # 15-minute slices still lose: the demo ends NOT BLESSED (benchmarks/RESULTS.md, session 10)
         training=TrainingConfig(learning_rate=1e-3, batch_size=256, epochs=16, min_learning_rate=1e-5,
                                 jit_compile=False, frequency_weighting="inverse_sqrt"),
         serving=ServingConfig(serving_dir=os.path.join(root, "serving")),
