@@ -1,4 +1,5 @@
-"""Baseline schedules (NumPy): TWAP and a static historical VWAP curve.
+"""Baseline schedules (NumPy): TWAP and the historical volume-curve VWAP schedule (one profile per asset x
+frequency x time-of-bar, estimated on the training split: `components.evaluator.vwap_curve`).
 
 All schedules are fractions of the order per execution bar, shape [B, N], >= 0, summing to 1, in the
 order's own target units (shares for a volume order, notional for a notional order); evaluate them with
@@ -15,46 +16,6 @@ def twap_schedule(batch_size: int, n_ahead: int) -> np.ndarray:
     if batch_size < 0 or n_ahead < 1:
         raise ValueError(f"need batch_size >= 0 and n_ahead >= 1, got {batch_size}, {n_ahead}")
     return np.full((batch_size, n_ahead), 1.0 / n_ahead)
-
-
-def static_vwap_curve(volume_history, n_ahead: int, period: int | None = None,
-                      n_windows: int | None = None) -> np.ndarray:
-    """Static VWAP schedule from historical volume profiles, strictly from data before the order.
-
-    volume_history: [B, H] bar volumes of the H bars immediately BEFORE the first execution bar (e.g.
-    `volume[:, :o]` of an example; nothing at or after `o` is accepted, so the curve cannot look ahead).
-    The profile averages, by bar position 0..N-1, the normalised volume (each window divided by its total)
-    of past windows that start `j * period` bars before the order (j = 1, 2, ...): `period` = bars per
-    seasonal cycle (e.g. bars per day for intraday data); default N (the consecutive windows just before the
-    order). Windows must end before the order, so j * period >= N. Uses up to `n_windows` windows (default:
-    all that fit); windows without volume are skipped; orders with no usable window get TWAP.
-    Returns [B, N] fractions summing to 1.
-    """
-    v = np.asarray(volume_history, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"volume_history must have shape [B, H], got {v.shape}")
-    if not np.isfinite(v).all() or (v < 0).any():
-        bad = ~(np.isfinite(v) & (v >= 0)).all(axis=1)
-        raise ValueError(f"volume_history: negative or non-finite volumes in {int(bad.sum())} row(s), "
-                         f"first row {int(np.argmax(bad))}")
-    b, h = v.shape
-    period = n_ahead if period is None else int(period)
-    if period < 1:
-        raise ValueError(f"period must be >= 1 bar, got {period}")
-    j0 = -(-n_ahead // period)  # smallest j with j * period >= N: the window ends before the order
-    starts = [h - j * period for j in range(j0, h // period + 1) if h - j * period >= 0]
-    if n_windows is not None:
-        starts = starts[:n_windows]
-    total = np.zeros((b, n_ahead))
-    count = np.zeros((b, 1))
-    for s in starts:
-        win = v[:, s:s + n_ahead]
-        tot = win.sum(axis=1, keepdims=True)
-        ok = tot > 0
-        total += np.where(ok, win / np.where(ok, tot, 1.0), 0.0)
-        count += ok
-    curve = np.where(count > 0, total / np.maximum(count, 1), 1.0 / n_ahead)
-    return curve / curve.sum(axis=1, keepdims=True)
 
 
 # ---- Historical volume-curve VWAP schedule (per asset x frequency x time-of-bar) -------------------------------
