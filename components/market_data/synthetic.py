@@ -12,9 +12,16 @@ The model, per asset, per bar `t` of length `f` minutes (all parameters in `Asse
         that an uncapped GARCH with fat tails produces over hundreds of thousands of bars),
         var_bar = daily_vol^2 * f / 1440,   r_t = sqrt(h_t * s_t) * z_t,   z_t ~ t(df) / sqrt(df / (df - 2)),
     where `s_t` is the intraday seasonal factor (volatility is higher when volume is);
-  * volume: v_t = daily_volume * f / 1440 * s_t * (h_t / var_bar)^(gamma / 2) * exp(vol_noise * e_t - vol_noise^2 / 2)
-    (volume-volatility correlation through `gamma`; log-normal noise), and with probability `p_zero` the bar
-    has no trade (volume = quote volume = 0);
+  * volume: v_t = daily_volume * f / 1440 * s_t * (h_t / var_bar)^(gamma / 2) * exp(vol_noise * u_t - vol_noise^2 / 2)
+    (volume-volatility correlation through `gamma`), and with probability `p_zero` the bar has no trade
+    (volume = quote volume = 0). u_t (unit variance) is persistent log-volume activity, as real volume is:
+    u_t = sqrt(w_slow) S_t + sqrt(w_fast) F_t + sqrt(1 - w_slow - w_fast) e_t, with S and F unit-variance AR(1)
+    processes of half-lives `vol_slow_halflife` and `vol_fast_halflife` minutes (per-bar coefficient
+    0.5^(f / half-life)) and e_t i.i.d. normal. Calibrated on the 15-minute Binance bars of BTCUSDT, ETHUSDT
+    and XRPUSDT in 2021 (`/work/shared/data`, log volume less its time-of-day mean): autocorrelation 0.77-0.85
+    at lag 1 bar, 0.60-0.73 at 4, 0.51-0.65 at 12, 0.38-0.52 at 96 (one day), residual std 0.67-0.84, and
+    the time of day explains 4-6 % of the log-volume variance; before `u_t` was persistent the generator gave
+    0.38 / 0.36 / 0.35 / 0.12, std 0.50 and 28 % (`tests/test_synthetic_data.py` checks the shape);
   * intraday U shape: s_t = (1 + u_depth * (2x - 1)^2) / (1 + u_depth / 3) with x the time of day of the bar's
     middle as a fraction of the day measured from `session_start_hour` (mean 1 over the day), times
     `weekend_factor` on Saturdays and Sundays; daily bars have s_t = 1 (no intraday shape);
@@ -51,8 +58,12 @@ class AssetParams:
     df: float = 6.0                   # Student-t degrees of freedom of the innovations (> 2)
     max_var_ratio: float = 16.0       # cap of h_t / var_bar (bar volatility at most 4x its mean level)
     gamma: float = 1.0                # volume elasticity to volatility
-    vol_noise: float = 0.4            # log-normal volume noise (std of log volume)
-    u_depth: float = 1.5              # depth of the intraday U shape (0: flat)
+    vol_noise: float = 0.6            # std of the log-volume activity u_t
+    vol_slow_weight: float = 0.5      # share of u_t's variance in the slow AR(1) component
+    vol_fast_weight: float = 0.35     # share of u_t's variance in the fast AR(1) component (rest: i.i.d.)
+    vol_slow_halflife: float = 3150.0  # minutes (about 2.2 days)
+    vol_fast_halflife: float = 29.0    # minutes
+    u_depth: float = 0.5              # depth of the intraday U shape (0: flat)
     session_start_hour: float = 0.0   # UTC hour where the U shape starts (crypto 0, NYSE ~14.5)
     weekend_factor: float = 0.7       # volume/volatility factor on Saturdays and Sundays
     p_zero: float = 0.002             # probability of a bar without trades
@@ -81,6 +92,24 @@ def _intraday_factor(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams) ->
     return np.where(weekend, s * p.weekend_factor, s)
 
 
+def _ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
+    """A stationary unit-variance AR(1) path x_t = phi x_{t-1} + sqrt(1 - phi^2) e_t of length n."""
+    from scipy.signal import lfilter
+    e = rng.standard_normal(n) * np.sqrt(1.0 - phi * phi)
+    x0 = rng.standard_normal()
+    return lfilter([1.0], [1.0, -phi], e, zi=[phi * x0])[0]
+
+
+def volume_activity(n: int, freq_minutes: int, p: AssetParams, rng: np.random.Generator) -> np.ndarray:
+    """u_t of the module docstring: persistent log-volume activity, unit variance, [n]."""
+    w_s, w_f = p.vol_slow_weight, p.vol_fast_weight
+    if not (0.0 <= w_s and 0.0 <= w_f and w_s + w_f <= 1.0):
+        raise ValueError(f"need vol_slow_weight, vol_fast_weight >= 0 with sum <= 1, got {w_s}, {w_f}")
+    slow = _ar1(n, 0.5 ** (freq_minutes / p.vol_slow_halflife), rng)
+    fast = _ar1(n, 0.5 ** (freq_minutes / p.vol_fast_halflife), rng)
+    return np.sqrt(w_s) * slow + np.sqrt(w_f) * fast + np.sqrt(1.0 - w_s - w_f) * rng.standard_normal(n)
+
+
 def _one_asset(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rng: np.random.Generator) -> dict:
     n = len(ts)
     if not (p.alpha + p.beta < 1 and p.df > 2):
@@ -104,7 +133,7 @@ def _one_asset(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rng: np.
     vwap = open_ * np.exp(r / 2.0 + 0.1 * sd * rng.standard_normal(n))
     high = np.maximum.reduce([open_, close, vwap]) * np.exp(np.abs(rng.standard_normal(n)) * 0.3 * sd)
     low = np.minimum.reduce([open_, close, vwap]) * np.exp(-np.abs(rng.standard_normal(n)) * 0.3 * sd)
-    noise = np.exp(p.vol_noise * rng.standard_normal(n) - p.vol_noise ** 2 / 2.0)
+    noise = np.exp(p.vol_noise * volume_activity(n, freq_minutes, p, rng) - p.vol_noise ** 2 / 2.0)
     volume = p.daily_volume * freq_minutes / 1440.0 * season * (h / var_bar) ** (p.gamma / 2.0) * noise
     volume = np.where(rng.random(n) < p.p_zero, 0.0, volume)
     return {"volume": volume, "quote_volume": volume * vwap, "open": open_, "high": high, "low": low,
