@@ -329,8 +329,9 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         a_k  = clip(max(temp, R_k - (N-1-k) * max_rate), 0, R_k)   (eq. 27 + a feasibility floor: the rest
                                                                      must fit under max_rate)
         R_{k+1} = R_k - a_k, R_0 = 1, and the last step takes the remainder a_{N-1} = R_{N-1}.
-    Fused weights hold one independent (randomly initialised) MLP per (step, path), so scenarios start
-    with different schedules. The first layer's step-input term is one 2-D matmul per step over all paths
+    Fused weights hold one independent MLP per (step, path); each starts at TWAP (output layer zero, bias
+    such that temp = 1/N at the paper's minimum rate 1/N^2: see `build`) and the paths separate as they
+    train. The first layer's step-input term is one 2-D matmul per step over all paths
     (`w_in` is [N-1, D, P*H]); the terms that depend on earlier allocations run as batched matmuls over the
     paths in a feature-major [P, H, B] layout (no per-path Python loops).
     """
@@ -359,11 +360,15 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         for i in range(self.num_layers - 1):
             self.w_hidden.append(self.add_weight(name=f"w_hidden_{i}", shape=(nd, p, h, h), initializer=he(h)))
             self.b_hidden.append(self.add_weight(name=f"b_hidden_{i}", shape=(nd, p, 1, h), initializer="zeros"))
-        self.w_out = self.add_weight(name="w_out", shape=(nd, p, h, 1),
-                                     initializer=keras.initializers.RandomNormal(stddev=0.5 / math.sqrt(h)))
-        # softplus(b_out) = 1/N: a roughly even schedule at initialisation, perturbed per path by w_out
+        # At initialisation every path of every order follows TWAP exactly at the paper's minimum rate 1/N^2:
+        # w_out = 0 and softplus(b_out) + 1/N^2 = 1/N, so temp = 1/N per step and the last step's remainder is
+        # 1/N. Training then moves a path away from TWAP only as far as its gradient carries it (with a random
+        # w_out, each order started from its own random schedule: the match-VWAP head of the small demo model
+        # stayed noisier than TWAP on 15-minute orders; benchmarks/RESULTS.md).
+        self.w_out = self.add_weight(name="w_out", shape=(nd, p, h, 1), initializer="zeros")
+        even = (self.n_steps - 1) / self.n_steps ** 2 if self.n_steps > 1 else 1.0
         self.b_out = self.add_weight(name="b_out", shape=(nd, p, 1, 1),
-                                     initializer=keras.initializers.Constant(math.log(math.expm1(1.0 / self.n_steps))))
+                                     initializer=keras.initializers.Constant(math.log(math.expm1(even))))
 
     def call(self, inputs, min_rate, max_rate, paths=None):
         """inputs [B, N, D], min_rate/max_rate [B, 1] -> allocations [B, N, P]; with `paths` (int [B], flat
