@@ -15,6 +15,20 @@ heads' |D|, the opposite of the text's intent. We minimise the intended objectiv
 per sample (mean over the batch): flexible heads are rewarded for buying below and selling above their
 benchmark, the match head (m = N) for staying close to it.
 
+Risk aversion of the flexible heads (`pnl_sharpness` k, default 1 = the paper): the PnL term is
+softplus(k * (D_buy - D_sell)) / k. With D in percent (|D| mostly below 1), k = 1 makes softplus nearly linear,
+so the flexible heads are close to risk-neutral: they maximise the mean spread whatever its variance (measured
+on real bars, the minimum-period-N head then front-loads and its std exceeds TWAP's). k > 1 bends softplus
+towards max(0, x): outcomes where the buy ends above the sell cost more than equal gains earn, i.e. risk
+aversion; k -> 0 is risk-neutral. The match head's risk term is unchanged.
+
+The fixed-horizon head (minimum period N, m = N-1) has no time flexibility: its window is always all N bars,
+so its PnL term can only be won by betting on the window's drift. A causal model cannot predict that drift,
+and a near-linear objective then pushes the head to a corner of the simplex (measured on real bars: the
+head front-loads and its std is 1.5-1.7x TWAP's). `fixed_horizon_risk=True` adds the match head's risk term
+softplus(|D|) for that head as well (its 2 x 4 terms join the risk sum and the denominator); False (default)
+is the paper's objective.
+
 Degenerate samples (zero volume, constant or zero prices, all-zero rows) keep finite gradients: every
 division is a double-where safe division, a window without volume falls back to its TWAP, and undefined
 ratios give D = 0.
@@ -26,10 +40,13 @@ import keras
 from keras import ops
 
 from lem_model import layout
+from lem_model.presets import PAPER_PNL_SHARPNESS
 from lem_model.slippage import COMPLETION_TOL
 
 #: Sharpness of the soft completion weight tanh(s * remaining): ~1 once > 1% of the order remains.
 DEFAULT_MASK_SHARPNESS = 500.0
+#: k of the flexible heads' softplus(k * (D_buy - D_sell)) / k (module docstring); 1 = the paper's eq. 44.
+DEFAULT_PNL_SHARPNESS = PAPER_PNL_SHARPNESS
 _EPS = 1e-12
 
 
@@ -87,28 +104,38 @@ def head_slippage(labels, allocations, mask_sharpness: float | None = None, tol:
     return ops.where(valid, safe_divide(achieved, bench, fallback=1.0) - 1.0, 0.0)
 
 
-def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHARPNESS):
-    """Per-sample loss [B] (see the module docstring for the objective and its sign)."""
+def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHARPNESS,
+                  pnl_sharpness: float = DEFAULT_PNL_SHARPNESS, fixed_horizon_risk: bool = False):
+    """Per-sample loss [B] (see the module docstring for the objective, its sign, `pnl_sharpness` and
+    `fixed_horizon_risk`)."""
+    if not pnl_sharpness > 0:
+        raise ValueError(f"pnl_sharpness must be > 0, got {pnl_sharpness!r}")
     d = 100.0 * head_slippage(labels, allocations, mask_sharpness)      # [B, N+1, 4, 2], percent
     n = d.shape[1] - 1
     flex = d[:, :n]
     buy = ops.stack([flex[:, :, layout.path_index("buy", b)] for b in layout.BENCHMARKS], axis=2)
     sell = ops.stack([flex[:, :, layout.path_index("sell", b)] for b in layout.BENCHMARKS], axis=2)
-    pnl = ops.sum(ops.softplus(buy - sell), axis=(1, 2, 3))
-    risk = ops.sum(ops.softplus(ops.abs(d[:, n])), axis=(1, 2))
-    return (pnl + risk) / float(2 * n * 2 + 2 * layout.NUM_PATHS)
+    k = float(pnl_sharpness)
+    pnl = ops.sum(ops.softplus(k * (buy - sell)), axis=(1, 2, 3)) / k
+    risk_heads = d[:, n - 1:] if fixed_horizon_risk else d[:, n:]
+    risk = ops.sum(ops.softplus(ops.abs(risk_heads)), axis=(1, 2, 3))
+    return (pnl + risk) / float(2 * n * 2 + 2 * layout.NUM_PATHS * risk_heads.shape[1])
 
 
 @keras.saving.register_keras_serializable(package="lem_model", name="LEMLoss")
 class LEMLoss(keras.losses.Loss):
     """Keras loss: y_true = labels [B, N, 2], y_pred = allocations [B, N, N+1, 4, 2]."""
 
-    def __init__(self, mask_sharpness: float = DEFAULT_MASK_SHARPNESS, name: str = "lem_loss", **kwargs):
+    def __init__(self, mask_sharpness: float = DEFAULT_MASK_SHARPNESS, pnl_sharpness: float = DEFAULT_PNL_SHARPNESS,
+                 fixed_horizon_risk: bool = False, name: str = "lem_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.mask_sharpness = float(mask_sharpness)
+        self.pnl_sharpness = float(pnl_sharpness)
+        self.fixed_horizon_risk = bool(fixed_horizon_risk)
 
     def call(self, y_true, y_pred):
-        return lem_objective(y_true, y_pred, self.mask_sharpness)
+        return lem_objective(y_true, y_pred, self.mask_sharpness, self.pnl_sharpness, self.fixed_horizon_risk)
 
     def get_config(self):
-        return {**super().get_config(), "mask_sharpness": self.mask_sharpness}
+        return {**super().get_config(), "mask_sharpness": self.mask_sharpness, "pnl_sharpness": self.pnl_sharpness,
+                "fixed_horizon_risk": self.fixed_horizon_risk}

@@ -332,17 +332,22 @@ def build_lem(num_features: int | None = None, batch_size: int | None = None, **
 
 
 def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask_sharpness: float | None = None,
-                metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
+                pnl_sharpness: float | None = None, fixed_horizon_risk: bool = False, metrics: bool = True,
+                jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
     """Compile with Adam (paper §3.4: lr 1e-5; `lem_model.optim.LemAdam`, fused on TensorFlow), the LEM loss
     and the slippage metrics (bps).
 
-    jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default).
+    jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default). pnl_sharpness: risk
+    aversion of the flexible heads (`lem_model.loss`; None = the paper's 1); fixed_horizon_risk: the risk term on the
+    minimum-period-N head too (`lem_model.loss`; False = the paper).
     """
-    from lem_model.loss import DEFAULT_MASK_SHARPNESS, LEMLoss
+    from lem_model.loss import DEFAULT_MASK_SHARPNESS, DEFAULT_PNL_SHARPNESS, LEMLoss
     from lem_model.metrics import lem_metrics
     from lem_model.optim import LemAdam
 
-    loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness)
+    loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness,
+                   pnl_sharpness=DEFAULT_PNL_SHARPNESS if pnl_sharpness is None else pnl_sharpness,
+                   fixed_horizon_risk=fixed_horizon_risk)
     model.compile(optimizer=LemAdam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
                   metrics=lem_metrics() if metrics else None, jit_compile=jit_compile)
     return model

@@ -17,3 +17,6 @@ RECURRENT_CHOICES = ("tkan", "lstm", "gru")
 FREQUENCY_WEIGHTINGS = ("none", "inverse_sqrt")
 SMALL_CONFIG = dict(lookback=60, n_ahead=PAPER_SIZES["n_ahead"], hidden_size=32, num_embedding=8, num_heads=4,
                     fused_mlp_hidden_dim=32)
+#: Risk aversion k of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (`lem_model.loss`); 1 is the
+#: paper's eq. 44.
+PAPER_PNL_SHARPNESS = 1.0

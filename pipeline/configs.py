@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from lem_model.presets import PAPER_SIZES
+from lem_model.presets import PAPER_PNL_SHARPNESS, PAPER_SIZES
 
 
 @dataclass
@@ -103,7 +103,10 @@ class TrainingConfig:
     the floor of reduce-LR-on-plateau. steps_per_epoch / validation_steps: None = one pass over the split.
     frequency_weighting: "none" or "inverse_sqrt" (each example's loss weighted by sqrt(f_min / f) for its bar
     frequency f: slippage grows with the square root of an order's duration, so unweighted the longest bars
-    dominate a multi-frequency model; lem_model.presets.FREQUENCY_WEIGHTINGS).
+    dominate a multi-frequency model; lem_model.presets.FREQUENCY_WEIGHTINGS). pnl_sharpness: risk aversion k
+    of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (lem_model.loss; 1 = the paper).
+    fixed_horizon_risk: train the minimum-period-N head (no time flexibility) with the match head's risk term
+    as well as its PnL term (lem_model.loss; false = the paper).
     """
     learning_rate: float = 1e-5
     batch_size: int = 256
@@ -123,6 +126,8 @@ class TrainingConfig:
     seed: int = 42
     verbose: int = 2
     frequency_weighting: str = "none"
+    pnl_sharpness: float = PAPER_PNL_SHARPNESS
+    fixed_horizon_risk: bool = False
 
 
 @dataclass
@@ -361,7 +366,8 @@ def field_rules() -> dict:
         "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)}},
         "TrainingConfig": {"min_rates": {"items": Optional[float]}, "max_rates": {"items": float},
                            "jit_compile": {"choices": ("auto", True, False)}, "verbose": {"choices": (0, 1, 2)},
-                           "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS}},
+                           "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS},
+                           "pnl_sharpness": {"min": 1e-6}},
         "EvaluationConfig": {"split": {"choices": SPLIT_NAMES}, "slice_features": strings},
         "ReportConfig": {"split": {"choices": SPLIT_NAMES}},
         "KubeflowConfig": {"beam_pipeline_args": strings},

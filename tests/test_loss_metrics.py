@@ -122,3 +122,59 @@ def test_gradients_finite_through_the_model_on_an_all_zero_sample():
     grads = tape.gradient(value, model.trainable_variables)
     assert np.isfinite(float(value))
     assert all(g is not None and np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
+def _objective_by_hand(labels, alloc, k, fixed_horizon_risk=False):
+    """The objective from head_slippage, in NumPy: flexible heads softplus(k (D_buy - D_sell)) / k, match head
+    (and with fixed_horizon_risk the minimum-period-N head) softplus(|D|), over 2*N*2 + 2*4 (+ 2*4) terms."""
+    d = 100.0 * np.asarray(lem_loss.head_slippage(labels, alloc, lem_loss.DEFAULT_MASK_SHARPNESS), np.float64)
+    n = d.shape[1] - 1
+    softplus = lambda x: np.logaddexp(0.0, x)  # noqa: E731
+    spread = d[:, :n, [0, 1]] - d[:, :n, [2, 3]]          # paths: buy-vwap, buy-twap, sell-vwap, sell-twap
+    pnl = softplus(k * spread).sum((1, 2, 3)) / k
+    risk = softplus(np.abs(d[:, n])).sum((1, 2))
+    if fixed_horizon_risk:
+        return (pnl + risk + softplus(np.abs(d[:, n - 1])).sum((1, 2))) / (2 * n * 2 + 2 * 4 * 2)
+    return (pnl + risk) / (2 * n * 2 + 2 * 4)
+
+
+@pytest.mark.parametrize("k", [1.0, 8.0])
+def test_pnl_sharpness_scales_the_flexible_heads_softplus(k):
+    b, n = 6, 4
+    alloc, labels = _random_allocations(b, n, seed=3), _labels(b, n, seed=4)
+    got = np.asarray(lem_loss.lem_objective(labels, alloc, pnl_sharpness=k))
+    np.testing.assert_allclose(got, _objective_by_hand(labels, alloc, k), rtol=1e-5)
+    if k == 1.0:  # the paper's objective is the default
+        np.testing.assert_array_equal(got, np.asarray(lem_loss.lem_objective(labels, alloc)))
+
+
+def test_pnl_sharpness_penalises_a_spread_that_varies_more():
+    # two flexible-head outcomes with the same mean spread D_buy - D_sell of 0 (percent): always 0, or -1 / +1.
+    # k = 1 barely tells them apart (softplus is nearly linear there); k = 8 charges the varying one clearly more.
+    softplus = lambda x: np.logaddexp(0.0, x)  # noqa: E731
+    gap = {k: (softplus(-k) + softplus(k)) / (2 * k) - softplus(0.0) / k for k in (1.0, 8.0)}
+    assert gap[8.0] > 3 * gap[1.0] > 0
+    loss = lem_loss.LEMLoss(pnl_sharpness=8.0)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert clone.pnl_sharpness == 8.0
+    with pytest.raises(ValueError, match="pnl_sharpness"):
+        lem_loss.lem_objective(_labels(1, 3), _random_allocations(1, 3), pnl_sharpness=0.0)
+
+
+def test_fixed_horizon_risk_adds_the_risk_term_on_the_minimum_period_n_head():
+    b, n = 6, 4
+    alloc, labels = _random_allocations(b, n, seed=5), _labels(b, n, seed=6)
+    got = np.asarray(lem_loss.lem_objective(labels, alloc, fixed_horizon_risk=True))
+    np.testing.assert_allclose(got, _objective_by_hand(labels, alloc, 1.0, fixed_horizon_risk=True), rtol=1e-5)
+    assert not np.allclose(got, np.asarray(lem_loss.lem_objective(labels, alloc)), rtol=1e-3)
+    # the term reaches the minimum-period-N head's allocations: its gradient there is non-zero only with it
+    logits = tf.Variable(np.log(alloc + 1e-3))
+    grads = {}
+    for flag in (False, True):
+        with tf.GradientTape() as tape:
+            a = tf.nn.softmax(logits, axis=1)
+            value = tf.reduce_mean(lem_loss.lem_objective(labels, a, fixed_horizon_risk=flag))
+        grads[flag] = tape.gradient(value, logits).numpy()[:, :, n - 1]
+    assert np.abs(grads[True] - grads[False]).max() > 1e-4
+    clone = keras.losses.deserialize(keras.losses.serialize(lem_loss.LEMLoss(fixed_horizon_risk=True)))
+    assert clone.fixed_horizon_risk is True

@@ -156,6 +156,8 @@ def run_fn(fn_args) -> None:
     from lem_model.model import build_lem, compile_lem
     model = build_lem(num_features=num_features, lookback=lookback, n_ahead=n_ahead, **hp)
     compile_lem(model, learning_rate=float(training.get("learning_rate", 1e-5)),
+                pnl_sharpness=training.get("pnl_sharpness"),
+                fixed_horizon_risk=bool(training.get("fixed_horizon_risk", False)),
                 jit_compile=training.get("jit_compile", "auto"))
     print(f"[trainer] LEM N={n_ahead} L={lookback} W={norm_window} F={num_features} on {device}; "
           f"{model.count_params():,} parameters; constraints (min_rate, max_rate) = {constraints}", flush=True)
