@@ -64,6 +64,15 @@ def run_worker(python: str, script: str, args: list, env: dict, timeout: float) 
     return out
 
 
+def git_commit() -> str:
+    """Short commit of the checkout (\"unknown\" outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:  # noqa: BLE001 - not a git checkout
+        return "unknown"
+
+
 def machine_info() -> dict:
     """CPU model, core count, RAM, load average and kernel, for the RESULTS header."""
     model = platform.processor() or "unknown"

@@ -97,12 +97,24 @@ def ExecutionReportComponent(
     """Tables 1-5 (+ per-frequency and per-asset Table 1), baseline comparisons with intervals, slice gates,
     training curves and Figures 5-19 kinds for `split`, as `report.uri/index.html`."""
     from tfx.utils import path_utils
-
-    from lem_model import bootstrap
     model_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    history = _read_history(model_run.uri) if model_run is not None else None
+    blessed = None if blessing is None else bool(blessing.get_int_custom_property("blessed"))
+    write_report(report.uri, artifact_utils.get_split_uri([examples], split), model_dir, split=split, title=title,
+                 max_curves=max_curves, history=history, blessed=blessed,
+                 evaluation_uri=evaluation.uri if evaluation is not None else None)
+
+
+def write_report(out_dir: str, split_uri: str, model_dir: str, *, split: str = "test", title: str = "LEM",
+                 max_curves: int = 400, history=None, blessed=None, evaluation_uri: str | None = None) -> dict:
+    """The report of the SavedModel `model_dir` on the examples under `split_uri` (one split of an Examples
+    artifact, annotated by VwapCurveBaseline when the VWAP-curve baseline is wanted) into `out_dir`; returns
+    the summary (`render.render_report`). The component's body; also used to tabulate another split of a
+    finished run (benchmarks/reproduce.py --split eval)."""
+    from lem_model import bootstrap
     meta = export.read_metadata(model_dir)
     sizes = {k: int(meta[k]) for k in ("norm_window", "lookback", "n_ahead")}
-    raw = read_raw_examples(artifact_utils.get_split_uri([examples], split))
+    raw = read_raw_examples(split_uri)
     allocations = predict_examples(model_dir, raw["serialized"])
     labels = osl.labels_from_raw(raw["volume"], raw["quote_volume"], raw["timestamp"], raw["frequency_minutes"],
                                  **sizes)
@@ -110,10 +122,9 @@ def ExecutionReportComponent(
     o = sizes["norm_window"] + sizes["lookback"]
     starts = raw["timestamp"][:, o]
     blocks = bootstrap.day_blocks(starts)
-    blessed = None if blessing is None else bool(blessing.get_int_custom_property("blessed"))
     day = lambda t: np.datetime_as_string(np.datetime64(int(t), "s"), unit="m")  # noqa: E731
     ratio = osl.match_std_ratio(result.lem_bps, result.baseline_bps) if len(labels) else float("nan")
-    header = {"split": split, "test period (first execution bars, UTC)":
+    header = {"split": split, "period (first execution bars, UTC)":
               f"{day(starts.min())} .. {day(starts.max())} ({len(np.unique(blocks))} days)" if len(starts) else "empty",
               "orders": len(labels),
               "orders per asset": ", ".join(f"{a}: {int((raw['asset'] == a).sum())}" for a in sorted(set(raw["asset"]))),
@@ -126,11 +137,9 @@ def ExecutionReportComponent(
               "match-VWAP std / TWAP (volume) std (overall)": f"{ratio:.3f}",
               "VWAP-curve baseline": "profile from the train split" if raw.get(osl.VWAP_CURVE_FEATURE) is not None
               else "not available (examples not annotated by VwapCurveBaseline)"}
-    from components.evaluator.eval_config import validation_lines
-    validation = validation_lines(evaluation.uri) if evaluation is not None else []
-    from components.evaluator.eval_config import gate_rows
-    gates, champion = gate_rows(evaluation.uri) if evaluation is not None else ([], [])
-    history = _read_history(model_run.uri) if model_run is not None else None
-    render.render_report(report.uri, allocations, result, raw["frequency_minutes"], raw["asset"], title=title,
-                         header=header, validation=validation, max_curves=max_curves, blocks=blocks,
-                         history=history, gates=gates, champion=champion)
+    from components.evaluator.eval_config import gate_rows, validation_lines
+    validation = validation_lines(evaluation_uri) if evaluation_uri is not None else []
+    gates, champion = gate_rows(evaluation_uri) if evaluation_uri is not None else ([], [])
+    return render.render_report(out_dir, allocations, result, raw["frequency_minutes"], raw["asset"], title=title,
+                                header=header, validation=validation, max_curves=max_curves, blocks=blocks,
+                                history=history, gates=gates, champion=champion)

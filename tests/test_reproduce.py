@@ -1,0 +1,105 @@
+"""benchmarks/reproduce.py: the targets it judges, and its whole path (`--quick`: lems run on generated bars,
+the report's tables, the JSON summary and the Markdown beside the paper's numbers)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import reproduce  # noqa: E402
+
+N = 4
+
+
+def _row(order_type, period, mean, std, half=1.0, n=500):
+    return {"order_type": order_type, "min_period": period, "mean": mean, "std": std, "median": mean, "p5": -std,
+            "p95": std, "mean_lo": mean - half, "mean_hi": mean + half, "std_lo": std * 0.9, "std_hi": std * 1.1,
+            "n": n}
+
+
+def _slice(buy_min1=-8.0, sell_min1=9.0, half=1.0, match_std=20.0, min_n_std=25.0, twap_std=30.0, curve_std=28.0):
+    rows = [_row("TWAP (volume)", "All", 1.0, twap_std), _row("TWAP (notional)", "All", 0.9, twap_std),
+            _row("VWAP curve (volume)", "All", 1.0, curve_std)]
+    for side, first in (("BUY", buy_min1), ("SELL", sell_min1)):
+        for m in range(1, N + 1):
+            rows.append(_row(f"LEM (volume) {side}", str(m), first, min_n_std if m == N else 32.0, half))
+        rows.append(_row(f"LEM (volume) {side}", "Match VWAP", 1.0, match_std))
+    comparison = [{"slice": "15 min", "side": side, "baseline": "TWAP (volume)", "std_ratio": match_std / twap_std,
+                   "std_ratio_lo": 0.6, "std_ratio_hi": 0.7, "diff_mean": -1.0, "diff_lo": -2.0, "diff_hi": -0.5,
+                   "p_value": 0.01, "n": 500} for side in ("BUY", "SELL")]
+    return reproduce.slice_summary(rows, comparison, "15 min", N)
+
+
+def _met(targets):
+    return {t["target"]: t["met"] for t in targets}
+
+
+def test_crypto_targets_met_and_missed():
+    good = _met(reproduce.targets("crypto", {"15 min": _slice()}, [15], N))
+    assert good["15 min: match-VWAP std / TWAP (volume) std"] is True     # 20 / 30 = 0.667 <= 0.78
+    assert good["15 min: BUY mean at min period 1"] is True                 # -8 <= -7, [-9, -7] below TWAP's 1
+    assert good["15 min: SELL mean at min period 1"] is True
+    assert good[f"15 min: BUY std at min period N={N}"] is True             # 25 <= 30
+    assert good["15 min: match-VWAP std vs VWAP curve (volume) std"] is True
+    assert good["ahead of the reference lems 0.1.1 made causal"] is None   # not measured: never called met
+
+    bad = _met(reproduce.targets("crypto", {"15 min": _slice(buy_min1=-6.0, match_std=24.0, min_n_std=31.0,
+                                                            curve_std=23.0)}, [15], N))
+    assert bad["15 min: match-VWAP std / TWAP (volume) std"] is False       # 0.8 > 0.78
+    assert bad["15 min: BUY mean at min period 1"] is False                 # -6 > -7
+    assert bad[f"15 min: SELL std at min period N={N}"] is False            # 31 > 30
+    assert bad["15 min: match-VWAP std vs VWAP curve (volume) std"] is False
+
+
+def test_a_mean_whose_interval_reaches_twap_is_not_met():
+    # the mean passes the bound but its interval [-8 - 9, -8 + 9] includes TWAP (volume)'s mean 1.0
+    wide = _met(reproduce.targets("crypto", {"15 min": _slice(half=9.0)}, [15], N))
+    assert wide["15 min: BUY mean at min period 1"] is False
+    assert wide["15 min: SELL mean at min period 1"] is False
+
+
+def test_dow_targets_cover_every_flexible_period_up_to_six():
+    targets = reproduce.targets("dow", {"1440 min": _slice()}, [1440], N)
+    names = [t["target"] for t in targets]
+    assert [n for n in names if "BUY mean" in n] == [f"1440 min: BUY mean at min period {m}" for m in range(1, 7)
+                                                     if m <= N]
+    assert _met(targets)["1440 min: match-VWAP std / TWAP (volume) std"] is True  # 0.667 <= 0.83
+
+
+def test_paper_tables_are_the_papers():
+    block = reproduce.paper_block("crypto", "crypto_15")
+    assert block["table"] == "Table 6"
+    assert block["twap_volume"] == {"mean": 1.30, "std": 30.52}
+    assert block["lem"]["buy"]["1"] == {"mean": -6.96, "std": 32.64}
+    assert block["match_vwap_std_ratio"] == pytest.approx(23.97 / 30.52)
+    assert reproduce.paper_block("dow", "dow")["lem"]["sell"]["match"] == {"mean": 9.67, "std": 53.86}
+
+
+@pytest.mark.parametrize("experiment,frequencies,table", [("crypto", [15, 90, 240], "Table 6"),
+                                                           ("dow", [1440], "Table 1")])
+def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, table):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reproduce.py"), "--experiment",
+                           experiment, "--quick", "--output-dir", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / f"reproduce-{experiment}.json").read_text())
+    test = result["results"]
+    assert result["quick"] is True and result["report_split"] == "test" and result["blessing_split"] == "eval"
+    assert test["frequencies"] == frequencies
+    assert set(result["run"]["components"]) >= {"MarketDataExampleGen", "Trainer", "Evaluator", "ExecutionReport"}
+    for f in frequencies:
+        s = test["slices"][f"{f} min"]
+        assert s["orders"] > 0
+        assert s["match_vwap_std_ratio"]["value"] > 0
+        assert s["match_vwap_std_ratio"]["lo"] <= s["match_vwap_std_ratio"]["value"] <= s["match_vwap_std_ratio"]["hi"]
+        assert s["baselines"]["vwap_curve_volume"] is not None   # the training-split volume curve, same orders
+        assert set(s["lem_volume_vs_vwap"]["buy"]) == {str(m) for m in range(1, 5)} | {"match"}
+    assert sum(test["slices"][f"{f} min"]["orders"] for f in frequencies) == test["slices"]["overall"]["orders"]
+    assert test["paper"][f"{frequencies[0]} min"]["table"] == table
+    assert all(t["met"] in (True, False, None) for t in test["targets"])
+    md = (out / f"reproduce-{experiment}.md").read_text()
+    assert f"ours vs paper {table}" in md and "| TWAP (volume) |" in md
