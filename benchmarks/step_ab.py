@@ -1,7 +1,7 @@
 """In-process A/B of OUR training step: two models in one process, each traced under its own module settings,
 `train_on_batch` alternating between them (order flipped every round), so both see the same machine state.
 
-On this VM, processes started minutes apart differ by up to ~18 % in speed for the same code (RESULTS.md,
+On this VM, processes started minutes apart differ by up to ~18 % in speed for the same code (HISTORY.md,
 session 7), which drowns a few-percent change in cross-process comparisons; alternating steps in one process
 does not suffer from that drift.
 

@@ -362,9 +362,9 @@ class StepwiseFusedAllocator(keras.layers.Layer):
             self.b_hidden.append(self.add_weight(name=f"b_hidden_{i}", shape=(nd, p, 1, h), initializer="zeros"))
         # At initialisation every path of every order follows TWAP exactly at the paper's minimum rate 1/N^2:
         # w_out = 0 and softplus(b_out) + 1/N^2 = 1/N, so temp = 1/N per step and the last step's remainder is
-        # 1/N. Training then moves a path away from TWAP only as far as its gradient carries it (with a random
-        # w_out, each order started from its own random schedule: the match-VWAP head of the small demo model
-        # stayed noisier than TWAP on 15-minute orders; benchmarks/RESULTS.md).
+        # 1/N. Training then moves a path away from TWAP only as far as its gradient carries it; with a random
+        # w_out each order started from its own random schedule, noisier than the TWAP the match head is gated
+        # against (demo measurements, with their run-to-run spread: benchmarks/RESULTS.md, "The demo").
         self.w_out = self.add_weight(name="w_out", shape=(nd, p, h, 1), initializer="zeros")
         even = (self.n_steps - 1) / self.n_steps ** 2 if self.n_steps > 1 else 1.0
         self.b_out = self.add_weight(name="b_out", shape=(nd, p, 1, 1),

@@ -477,9 +477,9 @@ def demo_config(root: str = "./runs/demo") -> PipelineConfig:
         sizes=SizesConfig(n_ahead=12, lookback=32, norm_window=96),
         model=ModelConfig(hidden_size=16, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=16,
                           recurrent="lstm"),
-        # frequency_weighting and 16 epochs: per-slice match-VWAP std / TWAP-volume std 1.35-1.49 (15 min) and
-        # 0.88-0.90 (90 min) on the test split in two runs, instead of 1.87 and 0.88 (6 epochs, unweighted); the
-        # 15-minute slices still lose: the demo ends NOT BLESSED (benchmarks/RESULTS.md, session 10)
+        # frequency_weighting and 16 epochs (session 10: better than 6 epochs unweighted). With today's data and
+        # TWAP-initialised allocator the match-VWAP std / TWAP-volume std on the test split was 1.055 (15 min),
+        # 0.934 (90 min), 1.115 (BTCUSDT 15 min): the demo ends NOT BLESSED (benchmarks/RESULTS.md, "The demo")
         training=TrainingConfig(learning_rate=1e-3, batch_size=256, epochs=16, min_learning_rate=1e-5,
                                 jit_compile=False, frequency_weighting="inverse_sqrt"),
         serving=ServingConfig(serving_dir=os.path.join(root, "serving")),

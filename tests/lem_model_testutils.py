@@ -5,9 +5,24 @@ TINY = dict(lookback=10, n_ahead=4, hidden_size=8, num_embedding=4, num_heads=2,
 NUM_FEATURES = 5
 
 
-def tiny_model(recurrent="lstm", num_features=NUM_FEATURES, **overrides):
+def tiny_model(recurrent="lstm", num_features=NUM_FEATURES, random_output=True, **overrides):
+    """A tiny LEM; random_output (default): its allocator's output layer random (`random_output_layer`), so that
+    its allocations depend on the inputs as a trained model's do (a fresh LEM starts every path at TWAP)."""
     from lem_model import build_lem
-    return build_lem(num_features=num_features, recurrent=recurrent, **{**TINY, **overrides})
+    model = build_lem(num_features=num_features, recurrent=recurrent, **{**TINY, **overrides})
+    return random_output_layer(model) if random_output else model
+
+
+def random_output_layer(model, seed=0):
+    """Give the allocator's output weights (`w_out`, zero at initialisation) random values, in place; returns
+    the model. Causality and equivalence tests need allocations that move with the inputs."""
+    rng = np.random.default_rng(seed)
+    found = [v for v in model.weights if v.path.endswith("w_out")]
+    if not found:
+        raise ValueError("model has no allocator output weights named w_out")
+    for v in found:
+        v.assign((rng.normal(size=v.shape) * 0.5 / np.sqrt(v.shape[-2])).astype("float32"))
+    return model
 
 
 def random_inputs(batch, lookback=TINY["lookback"], n_ahead=TINY["n_ahead"], num_features=NUM_FEATURES,

@@ -73,7 +73,9 @@ def train_tiny_lem(bars: dict, *, seed: int = 0, epochs: int = 2):
     rng = np.random.default_rng(seed)
     x = {"bars": feats["bars"], "min_rate": np.full((n, 1), 1.0 / SIZES["n_ahead"] ** 2, np.float32),
          "max_rate": rng.choice([0.5, 1.0], size=(n, 1)).astype(np.float32)}
+    from lem_model_testutils import random_output_layer
     model = build_lem(num_features=NUM_BAR_FEATURES, lookback=SIZES["lookback"], n_ahead=SIZES["n_ahead"], **HYPER)
+    random_output_layer(model, seed)  # allocations that depend on the bars from the start (a fresh LEM is TWAP)
     compile_lem(model, learning_rate=1e-3, metrics=False, jit_compile=False)
     model.fit(x, feats["labels"], batch_size=32, epochs=epochs, verbose=0)
     return model

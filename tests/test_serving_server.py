@@ -291,6 +291,8 @@ def test_new_versions_are_picked_up_and_broken_ones_do_not_stop_serving(server, 
     # version 2 (another model, with a valid warm-up file) is written aside and moved in
     keras.utils.set_random_seed(7)
     other = build_lem(num_features=NUM_BAR_FEATURES, lookback=L, n_ahead=N, **U.HYPER)
+    from lem_model_testutils import random_output_layer
+    random_output_layer(other, 7)  # a different model from version 1 (a fresh LEM is TWAP)
     staged = U.export_version(other, str(tmp_path), 2)
     write_warmup_file(staged, window_bars=T, n_ahead=N, frequencies=(15, 1440),
                       signatures=("serving_default", "serve_scenario"), batch_sizes=(1,))
