@@ -64,6 +64,15 @@ def run_worker(python: str, script: str, args: list, env: dict, timeout: float) 
     return out
 
 
+def latest_artifact(pipeline_root: str, component: str, output: str) -> str:
+    """The newest (highest execution id) artifact folder `<pipeline_root>/<component>/<output>/<id>` of a run."""
+    base = os.path.join(pipeline_root, component, output)
+    ids = sorted((int(d) for d in os.listdir(base) if d.isdigit()), reverse=True) if os.path.isdir(base) else []
+    if not ids:
+        raise FileNotFoundError(f"no {component} {output} under {pipeline_root}: has the pipeline run?")
+    return os.path.join(base, str(ids[0]))
+
+
 def git_commit() -> str:
     """Short commit of the checkout (\"unknown\" outside git)."""
     try:

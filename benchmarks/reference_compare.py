@@ -52,7 +52,7 @@ ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
-from _common import OURS_PYTHON, REF_PYTHON, format_table, git_commit, machine_info, pinned_env, run_worker  # noqa: E402
+from _common import OURS_PYTHON, REF_PYTHON, format_table, git_commit, latest_artifact, machine_info, pinned_env, run_worker  # noqa: E402
 
 IMPLEMENTATIONS = ("ours", "reference_published", "reference_causal")
 DEFAULT_OUTPUT = os.path.join(BENCH_DIR, "results", "reference-compare.json")
@@ -60,15 +60,6 @@ RAW_FIELDS = ("volume", "quote_volume", "timestamp", "frequency_minutes", "asset
 
 
 # ------------------------------------------------------------------------------------------- subset
-def latest_examples(pipeline_root: str) -> str:
-    """The newest ExampleGen output folder `<pipeline_root>/MarketDataExampleGen/examples/<id>`."""
-    base = os.path.join(pipeline_root, "MarketDataExampleGen", "examples")
-    ids = sorted((int(d) for d in os.listdir(base) if d.isdigit()), reverse=True) if os.path.isdir(base) else []
-    if not ids:
-        raise FileNotFoundError(f"no MarketDataExampleGen examples under {pipeline_root}: has ExampleGen run?")
-    return os.path.join(base, str(ids[0]))
-
-
 def window_sizes(examples_dir: str) -> dict:
     """W, L, N of the run, from the ExampleGen's ingestion_report.json."""
     with open(os.path.join(examples_dir, "ingestion_report.json"), encoding="utf-8") as f:
@@ -107,7 +98,7 @@ def _date(seconds) -> str:
 def build_subset(pipeline_root: str, frequency: int, train_windows: int, test_windows: int, path: str) -> dict:
     """Read both splits, select the subset, write it to `path` (.npz); returns its definition."""
     from components.report.component import read_raw_examples
-    examples = latest_examples(pipeline_root)
+    examples = latest_artifact(pipeline_root, "MarketDataExampleGen", "examples")
     sizes = window_sizes(examples)
     o = sizes["norm_window"] + sizes["lookback"]
     arrays, definition = {}, {"examples": os.path.relpath(examples, ROOT), "frequency_minutes": frequency,

@@ -38,7 +38,7 @@ ROOT = os.path.dirname(BENCH_DIR)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH_DIR)
-from _common import git_commit, machine_info  # noqa: E402
+from _common import git_commit, latest_artifact, machine_info  # noqa: E402
 
 CONFIG_DIR = os.path.join(BENCH_DIR, "reproduce")
 PAPER_TABLES = os.path.join(CONFIG_DIR, "paper_tables.json")
@@ -119,15 +119,6 @@ def run_pipeline(config_path: str, log_path: str) -> dict:
         raise RuntimeError(f"lems run printed no report directory (report disabled?); see {log_path}")
     return {"wall_seconds": round(wall, 1), "components": components, "report_dir": report_dir,
             "blessed": blessed, "pushed": pushed}
-
-
-def latest_artifact(pipeline_root: str, component: str, output: str) -> str:
-    """The newest (highest execution id) artifact folder `<pipeline_root>/<component>/<output>/<id>`."""
-    base = os.path.join(pipeline_root, component, output)
-    ids = sorted((int(d) for d in os.listdir(base) if d.isdigit()), reverse=True) if os.path.isdir(base) else []
-    if not ids:
-        raise FileNotFoundError(f"no {component} {output} under {pipeline_root}: has the pipeline run?")
-    return os.path.join(base, str(ids[0]))
 
 
 def split_report(config, split: str) -> str:
@@ -373,7 +364,8 @@ def main(argv=None) -> int:
                   timespec="seconds"), "machine": {"host": f"{platform.node()} {platform.machine()}", **machine_info()},
               "blessing_split": config.evaluation.split, "report_split": config.report.split,
               "run": run, "results": summarise(a.experiment, run["report_dir"]),
-              "reference_lems": {"status": "not run", "why": "see benchmarks/RESULTS.md, reproduction section"}}
+              "reference_lems": {"status": "separate", "where": "benchmarks/reference_compare.py -> "
+                                                                 "benchmarks/results/reference-compare.json"}}
     os.makedirs(out_dir, exist_ok=True)
     stem = f"reproduce-{a.experiment}" + ("-eval" if a.split == "eval" else "")
     json_path = os.path.join(out_dir, f"{stem}.json")

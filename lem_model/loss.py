@@ -17,17 +17,16 @@ benchmark, the match head (m = N) for staying close to it.
 
 Risk aversion of the flexible heads (`pnl_sharpness` k, default 1 = the paper): the PnL term is
 softplus(k * (D_buy - D_sell)) / k. With D in percent (|D| mostly below 1), k = 1 makes softplus nearly linear,
-so the flexible heads are close to risk-neutral: they maximise the mean spread whatever its variance (measured
-on real bars, the minimum-period-N head then front-loads and its std exceeds TWAP's). k > 1 bends softplus
-towards max(0, x): outcomes where the buy ends above the sell cost more than equal gains earn, i.e. risk
+so the flexible heads are close to risk-neutral: they maximise the mean spread whatever its variance. k > 1
+bends softplus towards max(0, x): outcomes where the buy ends above the sell cost more than equal gains earn, i.e. risk
 aversion; k -> 0 is risk-neutral. The match head's risk term is unchanged.
 
 The fixed-horizon head (minimum period N, m = N-1) has no time flexibility: its window is always all N bars,
 so its PnL term can only be won by betting on the window's drift. A causal model cannot predict that drift,
-and a near-linear objective then pushes the head to a corner of the simplex (measured on real bars: the
-head front-loads and its std is 1.5-1.7x TWAP's). `fixed_horizon_risk=True` adds the match head's risk term
-softplus(|D|) for that head as well (its 2 x 4 terms join the risk sum and the denominator); False (default)
-is the paper's objective.
+and a near-linear objective then pushes the head to a corner of the simplex (measured on the eval split of
+real bars with the paper's objective: its std is 1.15-2.0x TWAP's; benchmarks/RESULTS.md).
+`fixed_horizon_risk=True` adds the match head's risk term softplus(|D|) for that head as well (its 2 x 4
+terms join the risk sum and the denominator); False (default) is the paper's objective.
 
 Degenerate samples (zero volume, constant or zero prices, all-zero rows) keep finite gradients: every
 division is a double-where safe division, a window without volume falls back to its TWAP, and undefined

@@ -94,7 +94,7 @@ def test_ours_worker_and_json_fields(tmp_path):
     assert ratio["max_lo"] <= ratio["max"] <= ratio["max_hi"]
     assert set(ours["mean_bps"]) == {"buy_min1", "sell_min1", "buy_min4", "sell_min4"}
     assert all(np.isfinite(s["mean_lo"]) for s in ours["mean_bps"].values())
-    assert ours["causality"]["causal"] and ours["causality"]["max_change_at_or_before"] == 0.0
+    assert ours["causality"]["causal"] and ours["causality"]["max_change_at_or_before"] <= 1e-6
     _check_allocations(np.load(tmp_path / "ours.npz")["allocations"], 32, 4)
 
 
@@ -107,7 +107,7 @@ def test_reference_variants_published_sees_its_own_bar_causal_does_not(tmp_path)
                     str(tmp_path), "--output", str(out), *TINY]) == 0
     impls = json.loads(out.read_text())["implementations"]
     published, causal = impls["reference_published"]["causality"], impls["reference_causal"]["causality"]
-    assert causal["causal"] and causal["max_change_at_or_before"] == 0.0
+    assert causal["causal"] and causal["max_change_at_or_before"] <= 1e-6
     assert not published["causal"] and published["steps_that_see_own_bar"]
     assert not published["steps_that_see_later_bars"]            # exactly one bar of look-ahead
     for name in impls:
