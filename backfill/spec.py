@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from lem_model import layout
+from lem_model.presets import paper_min_rate
 
 MATCH = "match"
 
@@ -113,7 +114,7 @@ class BackfillSpec:
     def constraint_pairs(self, n_ahead: int) -> list[tuple[float, float]]:
         out = []
         for lo, hi in self.constraints:
-            lo = 1.0 / n_ahead ** 2 if lo is None else float(lo)
+            lo = paper_min_rate(n_ahead) if lo is None else float(lo)
             hi = float(hi)
             if not 0.0 <= lo <= 1.0 / n_ahead <= hi <= 1.0:
                 raise ValueError(f"constraint (min_rate={lo}, max_rate={hi}) is infeasible for N={n_ahead}: "

@@ -2,7 +2,7 @@
 writes its allocations for the test windows. Runs in the project venv.
 
 As the Trainer (components/trainer/module.py) feeds it: `bars` and `labels` from the ONE feature builder
-(`lem_model.features.build_features_numpy`), `min_rate` = the paper's 1/N^2 (`export.default_min_rate`) and
+(`lem_model.features.build_features_numpy`), `min_rate` = the paper's 1/N^2 (`lem_model.presets.paper_min_rate`) and
 `max_rate` = 1 on every example, `lem_model.build_lem` + `compile_lem` (LemAdam at `--lr`, the LEM loss). Unlike
 the Trainer: a fixed number of epochs on the given windows (no validation split, early stopping or LR schedule,
 so that both implementations get the same epochs), no frequency weighting (the subset has one frequency, where
@@ -30,7 +30,7 @@ from reference_compare_driver import causality_check, emit_trained, load_split  
 
 def model_inputs(split: dict, volume=None, quote_volume=None) -> tuple:
     """({"bars", "min_rate", "max_rate"}, labels) of the windows of `split` (optionally other volumes)."""
-    from components.trainer.export import default_min_rate
+    from lem_model.presets import paper_min_rate
     from lem_model.features import build_features_numpy
     n = split["n_ahead"]
     feats = build_features_numpy(split["volume"] if volume is None else volume,
@@ -38,7 +38,7 @@ def model_inputs(split: dict, volume=None, quote_volume=None) -> tuple:
                                  split["timestamp"], split["frequency_minutes"], norm_window=split["norm_window"],
                                  lookback=split["lookback"], n_ahead=n)
     b = len(feats["bars"])
-    x = {"bars": feats["bars"], "min_rate": np.full((b, 1), default_min_rate(n), np.float32),
+    x = {"bars": feats["bars"], "min_rate": np.full((b, 1), paper_min_rate(n), np.float32),
          "max_rate": np.ones((b, 1), np.float32)}
     return x, feats["labels"]
 

@@ -20,3 +20,9 @@ SMALL_CONFIG = dict(lookback=60, n_ahead=PAPER_SIZES["n_ahead"], hidden_size=32,
 #: Risk aversion k of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (`lem_model.loss`); 1 is the
 #: paper's eq. 44.
 PAPER_PNL_SHARPNESS = 1.0
+
+
+def paper_min_rate(n_ahead: int) -> float:
+    """The paper's training constraint (§3.4), the default `min_rate` everywhere: trade at least 1/N^2 of the
+    order per bar while it is incomplete."""
+    return 1.0 / float(n_ahead) ** 2

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, SMALL_CONFIG
+from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, SMALL_CONFIG, paper_min_rate
 
 
 def _without_n_ahead(config: dict) -> dict:  # N comes from --n-ahead
@@ -108,7 +108,7 @@ def run(args) -> int:
                                  raw["frequency_minutes"][idx], norm_window=args.norm_window,
                                  lookback=lookback, n_ahead=n)
         b = len(idx)
-        x = {"bars": f["bars"], "min_rate": np.full((b, 1), 1.0 / n ** 2, np.float32),
+        x = {"bars": f["bars"], "min_rate": np.full((b, 1), paper_min_rate(n), np.float32),
              "max_rate": np.ones((b, 1), np.float32)}
         data[name] = (x, f["labels"])
         print(f"[quickstart] {name}: {b} orders")

@@ -48,6 +48,7 @@ import numpy as np
 
 from lem_model import layout
 from lem_model import request_rules
+from lem_model.presets import paper_min_rate
 
 #: Raw bar fields of a request (docs/example-contract.md), in signature order.
 BAR_FIELDS = ("volume", "quote_volume", "timestamp")
@@ -93,7 +94,7 @@ class Order:
         if not 1 <= int(self.min_duration) <= t_max <= n_ahead:
             raise ValueError(f"need 1 <= min_duration <= max_duration <= N = {n_ahead} bars, got "
                              f"min_duration={self.min_duration}, max_duration={self.max_duration}")
-        min_rate = 1.0 / n_ahead ** 2 if self.min_rate is None else float(self.min_rate)
+        min_rate = paper_min_rate(n_ahead) if self.min_rate is None else float(self.min_rate)
         max_rate = 1.0 if self.max_rate is None else float(self.max_rate)
         if not (0.0 <= min_rate <= max_rate <= 1.0):
             raise ValueError(f"need 0 <= min_rate <= max_rate <= 1 (fractions of the order per bar), got "

@@ -22,6 +22,18 @@ The model, per asset, per bar `t` of length `f` minutes (all parameters in `Asse
     at lag 1 bar, 0.60-0.73 at 4, 0.51-0.65 at 12, 0.38-0.52 at 96 (one day), residual std 0.67-0.84, and
     the time of day explains 4-6 % of the log-volume variance; before `u_t` was persistent the generator gave
     0.38 / 0.36 / 0.35 / 0.12, std 0.50 and 28 % (`tests/test_synthetic_data.py` checks the shape);
+  * news events (volume bursts), as real bars have them: Poisson arrivals (`event_rate_per_day`) on a clock grid
+    (`event_grid_minutes`: scheduled releases start on the quarter hour), each with a lognormal amplitude A_e
+    (median `event_amplitude` x normal volume); the volume multiplier m_t is the mean over the bar of
+    1 + sum_e A_e K(tau - tau_e), K a mix of two exponential decays (`event_fast_share`, half-lives
+    `event_fast_halflife` / `event_slow_halflife` minutes), integrated exactly over each bar so that bars of any
+    length see the same burst; volume is multiplied by m_t and the return volatility by
+    m_t^`event_vol_elasticity`. Calibrated on the same 15-minute bars (2021-2024, log volume against its
+    trailing one-day median): real bars above 5x that median 1.9-2.6 per day, above 10x 0.34-0.54 per day,
+    burst onsets (from below 2x to above 5x) 0.53-0.84 per day, decaying to 4.5-4.9x, 3.3-3.4x and 2.7-2.8x
+    over the next three bars; the generator gives 1.8-2.1, 0.45-0.58, 0.64-0.70 and 5.9-6.3x, 4.2-4.4x,
+    3.2-3.3x; without events it gave 0.17-0.36, 0.00-0.01 and 0.00-0.01 (`tests/test_synthetic_data.py`). In
+    real and generated bars alike, the top 1 % of orders then carry a large share of the slippage variance;
   * intraday U shape: s_t = (1 + u_depth * (2x - 1)^2) / (1 + u_depth / 3) with x the time of day of the bar's
     middle as a fraction of the day measured from `session_start_hour` (mean 1 over the day), times
     `weekend_factor` on Saturdays and Sundays; daily bars have s_t = 1 (no intraday shape);
@@ -67,6 +79,14 @@ class AssetParams:
     session_start_hour: float = 0.0   # UTC hour where the U shape starts (crypto 0, NYSE ~14.5)
     weekend_factor: float = 0.7       # volume/volatility factor on Saturdays and Sundays
     p_zero: float = 0.002             # probability of a bar without trades
+    event_rate_per_day: float = 1.5   # news events (volume bursts) per day, Poisson; 0: none
+    event_amplitude: float = 6.0      # median excess volume at an event's onset, in units of normal volume
+    event_amplitude_sigma: float = 0.6  # std of the log amplitude (lognormal)
+    event_fast_share: float = 0.65    # share of the onset excess in the fast-decaying part
+    event_fast_halflife: float = 10.0  # minutes
+    event_slow_halflife: float = 50.0  # minutes
+    event_vol_elasticity: float = 0.5  # return volatility scales as (volume multiplier)^elasticity
+    event_grid_minutes: float = 15.0  # events start on this clock grid (scheduled news: :00, :15, ...); 0: any time
 
 
 #: Default crypto-like assets (names as on Binance).
@@ -77,8 +97,10 @@ DEFAULT_CRYPTO = {
 }
 #: Default equity-like assets (daily, trading days only).
 DEFAULT_EQUITIES = {
-    "AAPL": AssetParams(price=150.0, daily_volume=6e7, daily_vol=0.018, weekend_factor=1.0, p_zero=0.0),
-    "MSFT": AssetParams(price=300.0, daily_volume=3e7, daily_vol=0.016, weekend_factor=1.0, p_zero=0.0),
+    "AAPL": AssetParams(price=150.0, daily_volume=6e7, daily_vol=0.018, weekend_factor=1.0, p_zero=0.0,
+                        event_rate_per_day=0.0),
+    "MSFT": AssetParams(price=300.0, daily_volume=3e7, daily_vol=0.016, weekend_factor=1.0, p_zero=0.0,
+                        event_rate_per_day=0.0),
 }
 
 
@@ -110,6 +132,36 @@ def volume_activity(n: int, freq_minutes: int, p: AssetParams, rng: np.random.Ge
     return np.sqrt(w_s) * slow + np.sqrt(w_f) * fast + np.sqrt(1.0 - w_s - w_f) * rng.standard_normal(n)
 
 
+def event_multiplier(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rng: np.random.Generator
+                     ) -> np.ndarray:
+    """m_t >= 1 of the module docstring: the mean over each bar of 1 + sum_e A_e K(tau - tau_e), [n].
+
+    Events arrive as a Poisson process in continuous time (`event_rate_per_day`); the excess K decays as two
+    exponentials in minutes, integrated exactly over each bar, so bars of any length (and 5-minute bars summed
+    to 15) see the same burst."""
+    n = len(ts)
+    if p.event_rate_per_day <= 0 or n == 0:
+        return np.ones(n)
+    start = ts.asi8 // 60_000_000_000  # bar open, minutes since the epoch
+    span = float(start[-1] + freq_minutes - start[0])
+    count = rng.poisson(p.event_rate_per_day * span / 1440.0)
+    times = start[0] + np.sort(rng.random(count)) * span
+    if p.event_grid_minutes > 0:
+        times = np.floor(times / p.event_grid_minutes) * p.event_grid_minutes
+    amps = p.event_amplitude * np.exp(p.event_amplitude_sigma * rng.standard_normal(count))
+    m = np.ones(n)
+    parts = ((p.event_fast_share, p.event_fast_halflife), (1.0 - p.event_fast_share, p.event_slow_halflife))
+    for t_e, amp in zip(times, amps):
+        first = max(int(np.searchsorted(start, t_e, side="right")) - 1, 0)
+        last = min(int(np.searchsorted(start, t_e + 20 * p.event_slow_halflife)), n)
+        lo = np.maximum(start[first:last] - t_e, 0.0)
+        hi = start[first:last] + freq_minutes - t_e
+        for share, half_life in parts:
+            lam = np.log(2.0) / half_life
+            m[first:last] += amp * share * (np.exp(-lam * lo) - np.exp(-lam * hi)) / (lam * freq_minutes)
+    return m
+
+
 def _one_asset(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rng: np.random.Generator) -> dict:
     n = len(ts)
     if not (p.alpha + p.beta < 1 and p.df > 2):
@@ -127,15 +179,22 @@ def _one_asset(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rng: np.
         r_t = (h_t * season[t]) ** 0.5 * z[t]
         h[t], r[t] = h_t, r_t
         h_prev, r_prev = h_t, r_t
+    # all draws in a fixed order, the events last: with event_rate_per_day = 0 the bars are those of a
+    # generator without events
+    n_vwap, n_high, n_low = rng.standard_normal(n), rng.standard_normal(n), rng.standard_normal(n)
+    activity = volume_activity(n, freq_minutes, p, rng)
+    no_trade = rng.random(n) < p.p_zero
+    events = event_multiplier(ts, freq_minutes, p, rng)
+    r = r * events ** p.event_vol_elasticity
     close = p.price * np.exp(np.cumsum(r))
     open_ = np.concatenate([[p.price], close[:-1]])
-    sd = np.sqrt(h * season)
-    vwap = open_ * np.exp(r / 2.0 + 0.1 * sd * rng.standard_normal(n))
-    high = np.maximum.reduce([open_, close, vwap]) * np.exp(np.abs(rng.standard_normal(n)) * 0.3 * sd)
-    low = np.minimum.reduce([open_, close, vwap]) * np.exp(-np.abs(rng.standard_normal(n)) * 0.3 * sd)
-    noise = np.exp(p.vol_noise * volume_activity(n, freq_minutes, p, rng) - p.vol_noise ** 2 / 2.0)
-    volume = p.daily_volume * freq_minutes / 1440.0 * season * (h / var_bar) ** (p.gamma / 2.0) * noise
-    volume = np.where(rng.random(n) < p.p_zero, 0.0, volume)
+    sd = np.sqrt(h * season) * events ** p.event_vol_elasticity
+    vwap = open_ * np.exp(r / 2.0 + 0.1 * sd * n_vwap)
+    high = np.maximum.reduce([open_, close, vwap]) * np.exp(np.abs(n_high) * 0.3 * sd)
+    low = np.minimum.reduce([open_, close, vwap]) * np.exp(-np.abs(n_low) * 0.3 * sd)
+    noise = np.exp(p.vol_noise * activity - p.vol_noise ** 2 / 2.0)
+    volume = p.daily_volume * freq_minutes / 1440.0 * season * (h / var_bar) ** (p.gamma / 2.0) * noise * events
+    volume = np.where(no_trade, 0.0, volume)
     return {"volume": volume, "quote_volume": volume * vwap, "open": open_, "high": high, "low": low,
             "close": close}
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from components.trainer.warmup import read_warmup_requests, warmup_batch_sizes
 from lem_model import layout
+from lem_model.presets import paper_min_rate
 
 RTOL, ATOL = 1e-5, 1e-6
 BAR_SIGNATURES = ("serving_default", "serve_scenario")
@@ -69,7 +70,7 @@ def raw_bars_of_examples(serialized, window_bars: int, n_ahead: int) -> dict:
             "frequency_minutes": tf.io.FixedLenFeature([], tf.int64)}
     parsed = {k: v.numpy() for k, v in tf.io.parse_example(tf.constant(list(serialized)), spec).items()}
     b = len(serialized)
-    parsed["min_rate"] = np.full(b, 1.0 / n_ahead ** 2, np.float32)
+    parsed["min_rate"] = np.full(b, paper_min_rate(n_ahead), np.float32)
     parsed["max_rate"] = np.ones(b, np.float32)
     return parsed
 

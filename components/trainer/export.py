@@ -34,15 +34,11 @@ import tensorflow as tf
 
 from lem_model import layout
 from lem_model import request_rules
+from lem_model.presets import paper_min_rate
 
 BARS_KEY = "bars"
 REQUEST_BAR_FIELDS = ("volume", "quote_volume", "timestamp", "frequency_minutes")
 METADATA_FILE = os.path.join("assets.extra", "lem_model.json")
-
-
-def default_min_rate(n_ahead: int) -> float:
-    """The paper's training constraint (§3.4): trade at least 1/N^2 of the order per bar while incomplete."""
-    return 1.0 / float(n_ahead) ** 2
 
 
 def _fill_raw(raw: dict, raw_spec: Mapping, batch, origin_index: int) -> dict:
@@ -112,7 +108,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
     if missing:
         raise ValueError(f"the transform's raw schema lacks {missing}; has {sorted(raw_spec)}")
     parse_spec = dict(raw_spec)
-    parse_spec["min_rate"] = tf.io.FixedLenFeature([], tf.float32, default_value=default_min_rate(n_ahead))
+    parse_spec["min_rate"] = tf.io.FixedLenFeature([], tf.float32, default_value=paper_min_rate(n_ahead))
     parse_spec["max_rate"] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
 
     module = tf.Module()
@@ -188,7 +184,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
     module.serving_variables = _captured_variables(signatures.values())
     tf.saved_model.save(module, export_dir, signatures=signatures)
     meta = {"norm_window": int(norm_window), "lookback": int(lookback), "n_ahead": int(n_ahead),
-            "window_bars": int(total), "default_min_rate": default_min_rate(n_ahead), "default_max_rate": 1.0,
+            "window_bars": int(total), "default_min_rate": paper_min_rate(n_ahead), "default_max_rate": 1.0,
             "trained_frequencies": rule_context["trained_frequencies"],
             "session_frequencies": rule_context["session_frequencies"],
             **dict(metadata or {})}

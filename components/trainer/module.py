@@ -25,6 +25,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from components.trainer import export
+from lem_model.presets import paper_min_rate
 
 BARS_KEY = "bars"
 LABELS_KEY = "labels"
@@ -37,7 +38,7 @@ def constraint_pairs(training: dict, n_ahead: int) -> list:
     maxs = training.get("max_rates") or [1.0]
     if len(mins) != len(maxs):
         raise ValueError(f"training.min_rates {mins} and max_rates {maxs} must have the same length")
-    return [(export.default_min_rate(n_ahead) if lo is None else float(lo), float(hi)) for lo, hi in zip(mins, maxs)]
+    return [(paper_min_rate(n_ahead) if lo is None else float(lo), float(hi)) for lo, hi in zip(mins, maxs)]
 
 
 def frequency_weights(bars, weighting: str, min_frequency: float):

@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from lem_model.presets import paper_min_rate
+
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 #: Signatures of a LEM SavedModel the warm-up covers (components.trainer.export).
 SIGNATURES = ("serving_default", "serve_scenario", "serve_tf_examples")
@@ -44,7 +46,7 @@ def warmup_inputs(window_bars: int, n_ahead: int, frequency_minutes: int = 15, b
             "quote_volume": np.full((batch, window_bars), 100.0, np.float32),
             "timestamp": np.tile(ts[None], (batch, 1)),
             "frequency_minutes": np.full(batch, frequency_minutes, np.int64),
-            "min_rate": np.full(batch, 1.0 / n_ahead ** 2, np.float32), "max_rate": np.ones(batch, np.float32)}
+            "min_rate": np.full(batch, paper_min_rate(n_ahead), np.float32), "max_rate": np.ones(batch, np.float32)}
 
 
 def warmup_examples(window_bars: int, n_ahead: int, frequency_minutes: int = 15, batch: int = 1) -> np.ndarray:
