@@ -34,10 +34,6 @@ NAMESPACE = "lems_backfill"
 PARTITIONS_FILE = "_partitions.json"
 log = logging.getLogger(__name__)
 
-# Failure hook for tests (kill a run midway): raise after this many partitions written in one process.
-_FAIL_AFTER_PARTITIONS_ENV = "LEMS_BACKFILL_FAIL_AFTER_PARTITIONS"
-_written_in_process = 0
-
 
 def _counter(name: str, n: int = 1) -> None:
     if n:
@@ -165,7 +161,6 @@ class _WritePartitionFn(beam.DoFn):
 
     def process(self, element):
         import pyarrow.parquet as pq
-        global _written_in_process
         (date, asset), parts = element
         rows = rows_lib.concat(list(parts))
         table = rows_lib.to_arrow(rows, self._scenarios, n_ahead=self._n, model_version=self._version)
@@ -175,10 +170,6 @@ class _WritePartitionFn(beam.DoFn):
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, os.path.join(d, commit_lib.PART_FILE))
         _counter("partitions_written")
-        _written_in_process += 1
-        fail_after = os.environ.get(_FAIL_AFTER_PARTITIONS_ENV)
-        if fail_after and _written_in_process >= int(fail_after):
-            raise commit_lib.InjectedFailure(f"injected failure after {_written_in_process} partition(s) written")
         yield {"date": date, "asset": asset, "rows": table.num_rows, "windows": table.num_rows // self._s}
 
 
@@ -262,7 +253,7 @@ def _explain_empty(spec: BackfillSpec, run_id: str, counters: dict, n_files: int
 
 
 def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = None, *,
-                 fail_after_commit_moves: Optional[int] = None, remove_absent: bool = False,
+                 remove_absent: bool = False,
                  vwap_curve_profile: Optional[str] = None) -> dict:
     """Run one backfill end to end (Beam, then the atomic commit). Returns the run record.
 
@@ -270,13 +261,10 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
     distributed runner's arguments (the staging and output directories must then be on a shared POSIX
     filesystem visible to the workers and to this driver). remove_absent: also remove the committed
     partitions of the request's dates (and assets, when given) that this run did not produce (default: they
-    are kept; the record's "partitions" lists replaced / added / kept / removed). fail_after_commit_moves:
-    test hook. vwap_curve_profile: the `vwap_curve_profile.json` of the pipeline run that trained the model
-    (its VwapCurveBaseline output: profiles from that run's training split), for the rows'
-    `vwap_curve_slippage_bps` (None: NaN).
+    are kept; the record's "partitions" lists replaced / added / kept / removed). vwap_curve_profile: the
+    `vwap_curve_profile.json` of the pipeline run that trained the model (its VwapCurveBaseline output: profiles
+    from that run's training split), for the rows' `vwap_curve_slippage_bps` (None: NaN).
     """
-    global _written_in_process
-    _written_in_process = 0
     model_dir, version = resolve_model_dir(spec.model_dir)
     sizes = model_sizes(model_dir)
     scenarios = spec.scenarios(sizes["n_ahead"])
@@ -330,7 +318,7 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
                   "partitions_written": len(staged), "rows": int(sum(v["rows"] for v in staged.values())),
                   "windows": int(sum(v["windows"] for v in staged.values())),
                   "beam_seconds": round(beam_seconds, 2), "partitions": changes}
-        commit_lib.commit(root, run_id, staged, owned, record, fail_after_moves=fail_after_commit_moves)
+        commit_lib.commit(root, run_id, staged, owned, record)
         log.info("backfill %s: committed %d partitions (%d replaced, %d added), %d windows, %d rows in %.1f s; "
                  "%d kept, %d removed", run_id, len(staged), len(changes["replaced"]), len(changes["added"]),
                  record["windows"], record["rows"], time.time() - t0, len(changes["kept"]), len(changes["removed"]))

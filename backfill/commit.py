@@ -43,10 +43,6 @@ PART_FILE = "part-00000.parquet"
 log = logging.getLogger(__name__)
 
 
-class InjectedFailure(RuntimeError):
-    """Raised by the failure hooks the tests use to kill a run midway."""
-
-
 def partition_relpath(date: str, asset: str) -> str:
     return os.path.join(f"date={date}", f"asset={quote(asset, safe='')}")
 
@@ -174,8 +170,7 @@ def partition_changes(root: str, staged: Iterable[tuple], in_range: Iterable[tup
             "remove_absent": bool(remove_absent)}
 
 
-def commit(root: str, run_id: str, staged: dict, owned: Iterable[tuple], run_record: dict,
-           fail_after_moves: Optional[int] = None) -> dict:
+def commit(root: str, run_id: str, staged: dict, owned: Iterable[tuple], run_record: dict) -> dict:
     """Replace the partitions `owned` by this run with its staged ones (see the module docstring).
 
     staged: {(date, asset): {"rows": int, "windows": int, ...}} written under `_staging/<run_id>/`;
@@ -198,7 +193,7 @@ def commit(root: str, run_id: str, staged: dict, owned: Iterable[tuple], run_rec
                "manifest": _merged_manifest(manifest, entries, run_id, run_record.get("partitions")),
                "run_record": run_record}
     write_json_atomic(os.path.join(root, JOURNAL), journal)
-    _apply(root, journal, fail_after_moves=fail_after_moves)
+    _apply(root, journal)
     return journal["manifest"]
 
 
@@ -216,12 +211,11 @@ def _merged_manifest(manifest: dict, entries: dict, run_id: str, changes: Option
     return out
 
 
-def _apply(root: str, journal: dict, fail_after_moves: Optional[int] = None) -> None:
+def _apply(root: str, journal: dict) -> None:
     """Idempotent: staged dir present <=> its move is not done yet, so any committed dir is the old one."""
     run_id = journal["run_id"]
     stage, trash = staging_dir(root, run_id), os.path.join(root, TRASH, run_id)
     staged = set(journal["staged"])
-    moved = 0
     for rel in journal["moves"]:
         final, new = os.path.join(root, rel), os.path.join(stage, rel)
         if rel in staged and not os.path.isdir(new):
@@ -232,9 +226,6 @@ def _apply(root: str, journal: dict, fail_after_moves: Optional[int] = None) -> 
         if rel in staged:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.rename(new, final)
-        moved += 1
-        if fail_after_moves is not None and moved >= fail_after_moves:
-            raise InjectedFailure(f"injected failure after {moved} partition move(s) of the commit")
     write_json_atomic(os.path.join(root, MANIFEST), journal["manifest"])
     write_json_atomic(os.path.join(root, RUNS, f"{run_id}.json"), journal["run_record"])
     os.remove(os.path.join(root, JOURNAL))

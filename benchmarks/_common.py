@@ -18,6 +18,8 @@ ROOT = os.path.dirname(BENCH_DIR)
 OURS_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 REF_PYTHON = os.path.join(BENCH_DIR, ".venv-ref", "bin", "python")
 RESULT_PREFIX = "BENCH_RESULT "
+#: Where the benchmarks write their JSON; `results_page.py` turns the `targets` of these files into RESULTS.md.
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 
 def pinned_env(threads: int, inter_threads: int = 1) -> dict:
@@ -80,6 +82,32 @@ def git_commit() -> str:
                               check=True).stdout.strip()
     except Exception:  # noqa: BLE001 - not a git checkout
         return "unknown"
+
+
+def command_line() -> str:
+    """The command that ran this script, as a user would type it from the repository root."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return " ".join([script] + sys.argv[1:])
+
+
+def target(name: str, value, goal: str, met, page: bool = True) -> dict:
+    """One target row of a results file: `value` a number, [value, lo, hi] or a short text; `met` True, False or
+    None (no goal); `page` False keeps it out of the one-page table (it stays in the JSON)."""
+    return {"target": name, "value": value, "goal": goal, "met": met, "page": page}
+
+
+def write_result(name: str, targets: list, payload: dict, path=None) -> str:
+    """Write `RESULTS_DIR/<name>.json` (or `path`): date, commit, machine, command, the targets and the payload."""
+    import datetime
+    out = {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "commit": git_commit(), "machine": machine_info(), "command": command_line(), "targets": targets,
+           **payload}
+    path = path or os.path.join(RESULTS_DIR, f"{name}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=str)
+        f.write("\n")
+    return path
 
 
 def machine_info() -> dict:

@@ -193,6 +193,17 @@ def summary_table(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------- main
+def page_targets(result: dict) -> list:
+    """The results file's `targets`: ours against the reference made causal, buy match-VWAP std, per order on the
+    same test windows (the evaluator's paired block bootstrap)."""
+    pair = result.get("pairs", {}).get("ours_vs_reference_causal", {}).get("buy")
+    if not pair:
+        return []
+    value = [pair["std_ratio"], pair["std_ratio_lo"], pair["std_ratio_hi"]]
+    return [{"target": "common subset: ours / reference lems 0.1.1 made causal, match-VWAP std (buy)",
+             "value": value, "goal": "< 1 with its interval", "met": bool(value[2] < 1), "page": True}]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--pipeline-root", help="a finished run's pipeline root (its ExampleGen output is read)")
@@ -275,6 +286,7 @@ def main(argv=None) -> int:
     for name in impls:
         result["implementations"][name] = {**workers[name], **ev["impls"][name]}
     result.update(baseline=ev["baseline"], pairs=ev["pairs"])
+    result["targets"] = page_targets(result)
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     with open(a.output, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=str)

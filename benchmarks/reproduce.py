@@ -248,6 +248,13 @@ def targets(experiment: str, slices: dict, frequencies: list, n_ahead: int) -> l
     return out
 
 
+def page_targets(experiment: str, split_targets: list) -> list:
+    """The results file's top-level `targets` (what `results_page.py` shows): every target of the split, named
+    with the experiment; the match-VWAP ratios on the one-page table, the others in the JSON and the .md only."""
+    return [{**t, "target": f"{experiment} {t['target']}", "page": "match-VWAP std / TWAP" in t["target"]}
+            for t in split_targets]
+
+
 def summarise(experiment: str, report_dir: str) -> dict:
     """The report's summary.json -> the reproduce JSON's `test` block (slices, paper, targets)."""
     with open(os.path.join(report_dir, "summary.json"), encoding="utf-8") as f:
@@ -366,6 +373,7 @@ def main(argv=None) -> int:
               "run": run, "results": summarise(a.experiment, run["report_dir"]),
               "reference_lems": {"status": "separate", "where": "benchmarks/reference_compare.py -> "
                                                                  "benchmarks/results/reference-compare.json"}}
+    result["targets"] = page_targets(a.experiment, result["results"]["targets"])
     os.makedirs(out_dir, exist_ok=True)
     stem = f"reproduce-{a.experiment}" + ("-eval" if a.split == "eval" else "")
     json_path = os.path.join(out_dir, f"{stem}.json")

@@ -32,7 +32,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), BENCH_DIR]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from _common import machine_info, other_load  # noqa: E402
+from _common import machine_info, other_load, target, write_result  # noqa: E402
 
 
 def export(config: str, path: str, seed: int) -> dict:
@@ -218,9 +218,10 @@ def main():
             stop_server(proc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    failed = result.get("failed_requests")
+    targets = [target("hot swaps under load: failed requests (issue 20: 0)", failed, "0",
+                      None if failed is None else failed == 0)]
+    write_result("serving_hotswap", targets, {k: v for k, v in result.items() if k != "machine"}, path=a.out)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))
     print(f"wrote {a.out}")
 

@@ -34,7 +34,10 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), BENCH_DIR]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from _common import cpu_times, format_table, machine_info, other_load  # noqa: E402
+from _common import cpu_times, format_table, machine_info, other_load, target, write_result  # noqa: E402
+
+#: Issue 5: one order per gRPC Predict, paper config.
+TARGET_P99_MS = 20.0
 from lem_model.presets import PAPER_SIZES  # noqa: E402
 
 NORM_WINDOW = PAPER_SIZES["norm_window"]
@@ -177,7 +180,7 @@ def main():
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--recurrent", default="tkan", choices=["tkan", "lstm", "gru"])
     args = parser.parse_args()
-    rows = []
+    rows, measured = [], {}
     for name in args.configs.split(","):
         cfg = configs(args.recurrent)[name]
         with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +203,7 @@ def main():
                      f"{r['plan_p50']:.2f}", f"{r['plan_p99']:.2f}", f"{r['orders_s_1']:.0f}",
                      f"{r['orders_s_4']:.0f}", f"{r['server_cpu_ms']:.1f}", f"{p50:.2f} / {p99:.2f}", f"{100 * busy:.0f}%", f"{export_s:.0f}"])
         print(f"[{name}] {r} in-process p50/p99 {p50:.2f}/{p99:.2f} ms; cores busy {100 * busy:.0f}%", flush=True)
+        measured[name] = {**r, "in_process_p50": p50, "in_process_p99": p99, "cores_busy": busy, "export_s": export_s}
     info = machine_info()
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']:.1f} GiB; loadavg {info['loadavg']}; "
           f"recurrent {args.recurrent}; {args.requests} requests per measure; other load: {other_load()}")
@@ -208,6 +212,13 @@ def main():
                         "orders/s (1 client)", "orders/s (4 clients)", "server CPU ms / Predict",
                         "in-process p50 / p99 ms",
                         "cores busy", "export s"], rows))
+    targets = []
+    if "paper" in measured:
+        p99 = measured["paper"]["predict_p99"]
+        targets.append(target(f"serving p99, one order per gRPC Predict, paper config (issue 5: < {TARGET_P99_MS:g} ms)",
+                              f"{p99:.1f} ms (p50 {measured['paper']['predict_p50']:.1f})", f"< {TARGET_P99_MS:g} ms",
+                              p99 < TARGET_P99_MS))
+    print(f"wrote {write_result('serving_latency', targets, {'configs': measured, 'requests': args.requests, 'recurrent': args.recurrent, 'other_load': other_load()})}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Usage:  .venv/bin/python benchmarks/train_throughput.py [--configs paper,small] 
                              product timed alone at its shapes, summed; `flops.matmul_floor`)
 """
 import argparse
-import json
 import os
 import resource
 import sys
@@ -26,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (lem_model)
 from _common import (OURS_PYTHON, REF_PYTHON, cpu_times, format_table, machine_info, median,  # noqa: E402
-                     other_load, pinned_env, run_worker)
+                     other_load, pinned_env, run_worker, target, write_result)
 from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: E402
 
 #: `lem_model.presets` names -> the workers' option names (ours_driver.py and reference_driver.py)
@@ -82,7 +81,7 @@ def main():
                    help="XLA for both (off = the Keras default on CPU-only machines)")
     p.add_argument("--block-profile", action="store_true")
     p.add_argument("--matmul-floor", action="store_true")
-    p.add_argument("--json-out", default=None)
+    p.add_argument("--json-out", default=None, help="default benchmarks/results/train_throughput.json")
     a = p.parse_args()
     if not os.path.exists(REF_PYTHON):
         sys.exit(f"missing {REF_PYTHON}: run benchmarks/setup_reference_venv.sh first")
@@ -180,6 +179,7 @@ def main():
     shares = [r["others_cpu_share"] for c in configs for v in results[c].values() for r in v]
     print(f"Contention: other processes used {100 * min(shares):.0f}-{100 * max(shares):.0f}% of the machine's "
           f"CPU during the runs (median {100 * median(shares):.0f}%).")
+    targets = []
     if "paper" in results:
         med = {k: median([r["samples_per_s_median"] for r in v]) for k, v in results["paper"].items()}
         sp = med["ours"] / med["reference"]
@@ -188,6 +188,12 @@ def main():
               f"{'MET' if sp >= TARGET_SPEEDUP else 'NOT MET'}")
         print(f"Target 2 (>= {100 * TARGET_PEAK_SHARE:.0f}% of matmul peak, paper config): "
               f"{100 * gf / peak:.1f}% -> {'MET' if gf / peak >= TARGET_PEAK_SHARE else 'NOT MET'}")
+        targets = [target(f"training samples/s vs reference lems 0.1.1, paper config (issue 2: >= {TARGET_SPEEDUP}x)",
+                          f"{sp:.2f}x ({med['ours']:.1f} vs {med['reference']:.1f} samples/s)",
+                          f">= {TARGET_SPEEDUP}x", sp >= TARGET_SPEEDUP),
+                   target(f"share of the fp32 matmul peak, paper config (issue 2: >= {100 * TARGET_PEAK_SHARE:.0f} %)",
+                          f"{100 * gf / peak:.1f} % of {peak:.1f} GFLOP/s", f">= {100 * TARGET_PEAK_SHARE:.0f} %",
+                          gf / peak >= TARGET_PEAK_SHARE)]
     mf = results.get(configs[0] + "_matmul_floor")
     if mf:
         floor, flops = mf["matmul_floor_s"], results[configs[0]]["ours"][0]["train_flops_per_sample"] * a.batch
@@ -210,10 +216,9 @@ def main():
         print(format_table(["layer", "ms per batch", "share of full step"],
                            [[n, f"{ms:.0f}", s if isinstance(s, str) else f"{100 * s:.0f}%"] for n, ms, s in bp]))
     print(f"\n(total wall {time.time() - t_start:.0f} s)")
-    if a.json_out:
-        with open(a.json_out, "w") as f:
-            json.dump({"machine": info, "peak_before": peak_before, "peak_after": peak_after,
-                       "results": results, "args": vars(a)}, f, indent=1, default=str)
+    path = write_result("train_throughput", targets, {"peak_before": peak_before, "peak_after": peak_after,
+                                                      "results": results, "args": vars(a)}, path=a.json_out)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import keras
 from keras import ops
 
 from lem_model import layout
-from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - re-exported: lem_model.model.PAPER_CONFIG
+from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - SMALL_CONFIG re-exported: lem_model.model.SMALL_CONFIG
 from lem_model.presets import RECURRENT_CHOICES  # noqa: F401 - defined there so configs can check it without Keras
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
                               StepwiseFusedAllocator, VariableSelectionNetwork, dense, soft_clip_tolerance)
@@ -77,8 +77,10 @@ class LargeExecutionModel(keras.Model):
     clip_sharpness (lambda of eq. 25; a step may exceed max_rate by at most 0.278/lambda), input_clip.
     """
 
-    def __init__(self, lookback: int = 120, n_ahead: int = 12, hidden_size: int = 200, num_embedding: int = 20,
-                 num_heads: int = 8, fused_mlp_hidden_dim: int = 100, fused_mlp_layers: int = 2,
+    def __init__(self, lookback: int = PAPER_CONFIG["lookback"], n_ahead: int = PAPER_CONFIG["n_ahead"],
+                 hidden_size: int = PAPER_CONFIG["hidden_size"], num_embedding: int = PAPER_CONFIG["num_embedding"],
+                 num_heads: int = PAPER_CONFIG["num_heads"],
+                 fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"], fused_mlp_layers: int = 2,
                  recurrent: str = "tkan", dropout: float = 0.0, clip_sharpness: float = 100.0,
                  input_clip: float = 1e6, **kwargs):
         super().__init__(**kwargs)

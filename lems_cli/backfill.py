@@ -23,7 +23,7 @@ def _csv(text):
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
 
 
-def _constraints(text):
+def parse_constraints(text):
     out = []
     for item in _csv(text) or ("default",):
         if item == "default":
@@ -85,7 +85,7 @@ def run(args) -> int:
         source=source, model_dir=args.model, output_dir=args.output, start_date=args.start, end_date=args.end,
         assets=_csv(args.assets), frequencies=tuple(int(f) for f in freqs), stride=args.stride,
         heads=_csv(args.heads), paths=_csv(args.paths) or layout.PATHS, targets=_csv(args.targets) or layout.TARGETS,
-        constraints=_constraints(args.constraints), input_patterns=_csv(args.input_patterns) or ("*",),
+        constraints=parse_constraints(args.constraints), input_patterns=_csv(args.input_patterns) or ("*",),
         bad_rows=args.bad_rows, batch_size=args.batch_size, log_every=args.log_every)
     try:
         record = run_backfill(spec, beam_args, remove_absent=args.remove_absent)

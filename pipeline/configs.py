@@ -19,7 +19,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from lem_model.presets import PAPER_PNL_SHARPNESS, PAPER_SIZES, paper_min_rate
+from components.evaluator.config import EvaluationConfig
+from components.report.config import ReportConfig
+from components.trainer.config import TrainingConfig
+from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, paper_min_rate
 
 
 @dataclass
@@ -84,71 +87,15 @@ class SizesConfig:
 
 @dataclass
 class ModelConfig:
-    """Hyperparameters of `lem_model.model.build_lem` (paper README configuration by default)."""
-    hidden_size: int = 200
-    num_embedding: int = 20
-    num_heads: int = 8
-    fused_mlp_hidden_dim: int = 100
+    """Hyperparameters of `lem_model.model.build_lem` (paper README configuration by default:
+    `lem_model.presets.PAPER_CONFIG`)."""
+    hidden_size: int = PAPER_CONFIG["hidden_size"]
+    num_embedding: int = PAPER_CONFIG["num_embedding"]
+    num_heads: int = PAPER_CONFIG["num_heads"]
+    fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"]
     fused_mlp_layers: int = 2
     recurrent: str = "tkan"
     dropout: float = 0.0
-
-
-@dataclass
-class TrainingConfig:
-    """The paper's recipe (§3.4) as defaults.
-
-    min_rates / max_rates: constraint configurations (fractions of the order per bar) each training example is
-    seen with; None in min_rates means the paper's 1/N^2, max rate 1 = unconstrained. min_learning_rate is
-    the floor of reduce-LR-on-plateau. steps_per_epoch / validation_steps: None = one pass over the split.
-    frequency_weighting: "none" or "inverse_sqrt" (each example's loss weighted by sqrt(f_min / f) for its bar
-    frequency f: slippage grows with the square root of an order's duration, so unweighted the longest bars
-    dominate a multi-frequency model; lem_model.presets.FREQUENCY_WEIGHTINGS). pnl_sharpness: risk aversion k
-    of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (lem_model.loss; 1 = the paper).
-    fixed_horizon_risk: train the minimum-period-N head (no time flexibility) with the match head's risk term
-    as well as its PnL term (lem_model.loss; false = the paper).
-    """
-    learning_rate: float = 1e-5
-    batch_size: int = 256
-    epochs: int = 50
-    shuffle_buffer: int = 10_000
-    early_stopping_patience: int = 2
-    reduce_lr_patience: int = 1
-    reduce_lr_factor: float = 0.5
-    min_learning_rate: float = 1e-7
-    min_rates: list = field(default_factory=lambda: [None])
-    max_rates: list = field(default_factory=lambda: [1.0])
-    steps_per_epoch: Optional[int] = None
-    validation_steps: Optional[int] = None
-    mixed_precision: bool = False
-    use_gpu: bool = True
-    jit_compile: Any = "auto"  # Keras `Model.compile(jit_compile=...)`: "auto" (XLA where Keras enables it), True, False
-    seed: int = 42
-    verbose: int = 2
-    frequency_weighting: str = "none"
-    pnl_sharpness: float = PAPER_PNL_SHARPNESS
-    fixed_horizon_risk: bool = False
-
-
-@dataclass
-class EvaluationConfig:
-    """Blessing rules for the Evaluator (slippage statistics in bps of `split`), applied to EVERY reported slice
-    (overall, each slice feature alone and all of them crossed) that has at least `min_slice_orders` orders;
-    a smaller slice is reported, not gated (components.evaluator.eval_config).
-
-    max_nonfinite: most non-finite slippage values / allocations allowed (0 = all metrics finite).
-    max_match_std_ratio: the match-VWAP head's slippage std divided by TWAP-volume's must not exceed this
-    (1.0 = "not above TWAP-volume"). champion_max_std_increase_bps: challenger vs the latest blessed model:
-    the match-VWAP std may not be higher than the champion's by more than this (None = no comparison).
-    slice_features: features to slice the statistics by (besides the overall slice).
-    min_slice_orders: a slice is gated by the thresholds only with at least this many orders.
-    """
-    split: str = "test"
-    max_nonfinite: int = 0
-    max_match_std_ratio: float = 1.0
-    champion_max_std_increase_bps: Optional[float] = 1.0
-    slice_features: list = field(default_factory=lambda: ["asset", "frequency_minutes"])
-    min_slice_orders: int = 200
 
 
 @dataclass
@@ -156,14 +103,6 @@ class ServingConfig:
     """Pusher destination: `<serving_dir>/<model_name>/<version>/` (TF Serving's layout)."""
     serving_dir: str = "./runs/serving"
     model_name: str = "lem"
-
-
-@dataclass
-class ReportConfig:
-    """The HTML report component (tables 1-5, figures 5-19 kinds) on `split`."""
-    enabled: bool = True
-    split: str = "test"
-    max_curves: int = 400  # execution curves drawn per figure panel (all orders enter the mean curve)
 
 
 @dataclass

@@ -154,13 +154,13 @@ def check_metadata_store(config: PipelineConfig) -> str:
         with open(marker_path, encoding="utf-8") as f:
             marker = json.load(f).get("store_id")
     artifacts = _root_artifacts(root)
-    store = _store(config) if os.path.exists(db) and os.path.getsize(db) > 0 else None
+    store = metadata_store(config) if os.path.exists(db) and os.path.getsize(db) > 0 else None
     store_id, empty = None, True
     if store is not None:
-        from ml_metadata.metadata_store import metadata_store
+        from ml_metadata.metadata_store import metadata_store as mlmd
         ids = [c.name for c in store.get_contexts_by_type(STORE_CONTEXT_TYPE)]
         store_id = ids[0] if ids else None
-        empty = not store.get_executions(list_options=metadata_store.ListOptions(limit=1))
+        empty = not store.get_executions(list_options=mlmd.ListOptions(limit=1))
     how = (f"Nothing was deleted. To proceed: restore the metadata store that goes with {root} (its file was "
            f"{db}), or run with a new `root` (or `metadata_path` and `root`) for a fresh pipeline; to start over "
            f"in place on purpose, move {root} away first.")
@@ -177,7 +177,7 @@ def check_metadata_store(config: PipelineConfig) -> str:
             f"restart its execution ids and overwrite or delete them. {how}")
     if store_id is None:
         from ml_metadata.proto import metadata_store_pb2
-        store = store or _store(config)
+        store = store or metadata_store(config)
         type_id = store.put_context_type(metadata_store_pb2.ContextType(name=STORE_CONTEXT_TYPE))
         store_id = str(uuid.uuid4())
         store.put_contexts([metadata_store_pb2.Context(type_id=type_id, name=store_id)])
@@ -207,16 +207,17 @@ def run(config: PipelineConfig, *, progress: bool = True) -> RunSummary:
     return summary
 
 
-def _store(config: PipelineConfig):
-    from ml_metadata.metadata_store import metadata_store
-    return metadata_store.MetadataStore(metadata_connection(config.metadata_sqlite))
+def metadata_store(config: PipelineConfig):
+    """The ML Metadata store of `config` (its SQLite file; relative paths resolved as the runner does)."""
+    from ml_metadata.metadata_store import metadata_store as mlmd
+    return mlmd.MetadataStore(metadata_connection(config.resolved().metadata_sqlite))
 
 
 def latest_run(config: PipelineConfig) -> RunSummary:
     """Summary of the most recent run of `config.pipeline_name` recorded in the SQLite ML Metadata store."""
     from ml_metadata.proto import metadata_store_pb2
     config = config.resolved()
-    store = _store(config)
+    store = metadata_store(config)
     runs = list(store.get_contexts_by_type("pipeline_run"))
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", config.pipeline_name)
     if pipeline_ctx is not None:  # keep runs of this pipeline (a store may hold several)

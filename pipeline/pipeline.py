@@ -47,11 +47,7 @@ def trainer_custom_config(config: PipelineConfig) -> dict:
 
 def eval_config(config: PipelineConfig):
     from components.evaluator.eval_config import build_eval_config
-    e = config.evaluation
-    return build_eval_config(**sizes_dict(config), max_nonfinite=e.max_nonfinite,
-                             max_match_std_ratio=e.max_match_std_ratio,
-                             champion_max_std_increase_bps=e.champion_max_std_increase_bps,
-                             min_slice_orders=e.min_slice_orders, slice_features=e.slice_features)
+    return build_eval_config(config.evaluation, **sizes_dict(config))
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:

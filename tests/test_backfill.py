@@ -207,6 +207,10 @@ def _assert_partitions_complete(out):
                 assert entry["rows"] == n
 
 
+class _Killed(RuntimeError):
+    """What the tests raise to kill a backfill midway (a crash of the process at that point)."""
+
+
 def test_killed_run_leaves_no_partial_partition_and_restart_completes(workspace, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     run_backfill(_spec(workspace, reference))
@@ -215,18 +219,35 @@ def test_killed_run_leaves_no_partial_partition_and_restart_completes(workspace,
     before = _hashes(out)
 
     # killed inside Beam after 2 partitions were written: nothing committed changes
-    monkeypatch.setenv("LEMS_BACKFILL_FAIL_AFTER_PARTITIONS", "2")
-    with pytest.raises(Exception, match="injected failure"):
+    import pyarrow.parquet as pq
+    write_table = pq.write_table
+
+    def killed_after(n, real):
+        calls = []
+
+        def call(*args, **kwargs):
+            if len(calls) >= n:
+                raise _Killed(f"killed after {n} call(s) of {real.__name__}")
+            calls.append(1)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(pq, "write_table", killed_after(2, write_table))
+    with pytest.raises(Exception, match="killed after 2"):
         run_backfill(_spec(workspace, out))
-    monkeypatch.delenv("LEMS_BACKFILL_FAIL_AFTER_PARTITIONS")
+    monkeypatch.setattr(pq, "write_table", write_table)
     assert _hashes(out) == before
     assert os.listdir(out / commit_lib.STAGING)  # the dead run's staging is left behind ...
     _assert_partitions_complete(out)
 
-    # killed in the middle of the commit (after 2 of 6 partition moves): each partition is old or new, whole
+    # killed in the middle of the commit, after 2 of 6 partition moves: each partition is old or new, whole.
+    # Each move renames the committed partition into the trash and the staged one into place: 2 renames each.
     from backfill import commit as c
-    with pytest.raises(c.InjectedFailure):
-        run_backfill(_spec(workspace, out), fail_after_commit_moves=2)
+    rename = os.rename
+    monkeypatch.setattr(c.os, "rename", killed_after(4, rename))
+    with pytest.raises(_Killed):
+        run_backfill(_spec(workspace, out))
+    monkeypatch.setattr(c.os, "rename", rename)
     assert os.path.exists(out / c.JOURNAL)
     _assert_partitions_complete(out)
     mid = _hashes(out)
@@ -251,8 +272,8 @@ def test_spec_validation_and_cli_parsing(tmp_path):
     with pytest.raises(ValueError, match="outside 1..N"):
         spec.head_indices(4)
     assert spec.dates() == ["2024-03-01", "2024-03-02"]
-    from lems_cli.backfill import _constraints
-    assert _constraints("default,0:0.5") == ((None, 1.0), (0.0, 0.5))
+    from lems_cli.backfill import parse_constraints
+    assert parse_constraints("default,0:0.5") == ((None, 1.0), (0.0, 0.5))
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
         from backfill.spec import resolve_model_dir
         resolve_model_dir(str(tmp_path))

@@ -92,3 +92,46 @@ def test_step_ab_settings_hold_while_a_variant_is_traced_and_are_restored():
     for bad in ("TRAIN_CONTEXT_CHUNKS=1", "lem_model.model.NO_SUCH_NAME=1", "lem_model.model.TRAIN_CONTEXT_CHUNKS=x"):
         with pytest.raises(argparse.ArgumentTypeError):
             step_ab.parse_setting(bad)
+
+
+def test_results_page_rows_come_from_the_targets_of_each_results_file(tmp_path):
+    import json
+    import results_page
+    common = {"date": "2026-12-02T10:00:00+00:00", "commit": "abc1234", "machine": {"cpu": "CPU X", "cores": 2},
+              "command": "benchmarks/x.py --fast"}
+    (tmp_path / "demo.json").write_text(json.dumps({**common, "targets": [
+        {"target": "blessed", "value": "BLESSED", "goal": "every slice", "met": True, "page": True}]}))
+    (tmp_path / "zz.json").write_text(json.dumps({**common, "targets": [
+        {"target": "ratio", "value": [0.91234, 0.8, 1.05], "goal": "< 1", "met": False, "page": True},
+        {"target": "hidden a", "value": 1.0, "goal": "g", "met": True, "page": False},
+        {"target": "hidden b", "value": 2.0, "goal": "g", "met": False, "page": False},
+        {"target": "hidden c", "value": None, "goal": "g", "met": None, "page": False}]}))
+    (tmp_path / "no_targets.json").write_text(json.dumps(common))
+    table = results_page.render_table(results_page.load_results(str(tmp_path)))
+    lines = table.splitlines()
+    assert lines[0].startswith("| target | value | goal | met |")
+    assert lines[2] == ("| blessed | BLESSED | every slice | yes | 2026-12-02, abc1234 | CPU X, 2 cores | "
+                        "`benchmarks/x.py --fast` |")
+    assert lines[3].startswith("| ratio | 0.912 [0.800, 1.050] | < 1 | **no** |")
+    assert lines[4].startswith("| zz: the 3 other targets (`results/zz.json`) | 1 of 2 met |")
+    assert len(lines) == 5  # the file without targets adds no row
+    page = f"intro\n{results_page.BEGIN}\nold\n{results_page.END}\nnotes\n"
+    assert results_page.replace_table(page, "T") == f"intro\n{results_page.BEGIN}\nT\n{results_page.END}\nnotes\n"
+    with pytest.raises(ValueError, match="marker"):
+        results_page.replace_table("no markers", "T")
+
+
+def test_results_page_is_current():
+    import results_page
+    assert results_page.main(["--check"]) == 0, "run benchmarks/results_page.py after a benchmark writes its JSON"
+
+
+def test_write_result_records_where_and_how_a_figure_was_measured(tmp_path):
+    import json
+    import _common
+    path = _common.write_result("x", [_common.target("t", 1.5, "< 2", True)], {"extra": 3},
+                                path=str(tmp_path / "x.json"))
+    out = json.loads(open(path).read())
+    assert out["targets"] == [{"target": "t", "value": 1.5, "goal": "< 2", "met": True, "page": True}]
+    assert out["extra"] == 3 and out["name"] == "x"
+    assert {"date", "commit", "machine", "command"} <= set(out) and out["machine"]["cores"] >= 1

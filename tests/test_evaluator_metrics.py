@@ -7,6 +7,7 @@ import pytest
 
 from components.evaluator import metrics as lem_metrics
 from components.evaluator import order_slippage as osl
+from components.evaluator.config import EvaluationConfig
 from lem_model import layout, slippage
 
 W, L, N = 16, 8, 4
@@ -101,9 +102,9 @@ def test_nonfinite_allocations_are_counted_not_dropped():
 
 def test_eval_config_thresholds_follow_the_config():
     from components.evaluator.eval_config import build_eval_config
-    cfg = build_eval_config(n_ahead=N, lookback=L, norm_window=W, max_nonfinite=0, max_match_std_ratio=0.8,
-                            champion_max_std_increase_bps=2.5, min_slice_orders=50,
-                            slice_features=["asset", "frequency_minutes"])
+    cfg = build_eval_config(EvaluationConfig(max_nonfinite=0, max_match_std_ratio=0.8, champion_max_std_increase_bps=2.5,
+                                             min_slice_orders=50, slice_features=["asset", "frequency_minutes"]),
+                            n_ahead=N, lookback=L, norm_window=W)
     spec = cfg.metrics_specs[0]
     assert json.loads(spec.metrics[0].config) == {"n_ahead": N, "lookback": L, "norm_window": W,
                                                   "min_slice_orders": 50}
@@ -117,8 +118,8 @@ def test_eval_config_thresholds_follow_the_config():
     champion = spec.per_slice_thresholds["gate/match_vwap_std_bps"].thresholds[0].threshold.change_threshold
     assert champion.absolute.value == pytest.approx(2.5)
     assert [m.is_baseline for m in cfg.model_specs] == [False, True]
-    no_champion = build_eval_config(n_ahead=N, lookback=L, norm_window=W, max_nonfinite=0, max_match_std_ratio=1,
-                                    champion_max_std_increase_bps=None, min_slice_orders=200)
+    no_champion = build_eval_config(EvaluationConfig(champion_max_std_increase_bps=None), n_ahead=N, lookback=L,
+                                    norm_window=W)
     assert len(no_champion.model_specs) == 1
 
 
@@ -126,11 +127,11 @@ def _validate_slices(per_slice_bps, min_slice_orders):
     """Run TFMA's own validator (the one the Evaluator runs) on the metrics of every slice."""
     from tensorflow_model_analysis.evaluators import metrics_validator
     from components.evaluator.eval_config import build_eval_config
-    cfg = build_eval_config(n_ahead=N, lookback=L, norm_window=W, max_nonfinite=0, max_match_std_ratio=1.0,
-                            champion_max_std_increase_bps=None, min_slice_orders=min_slice_orders,
-                            slice_features=["asset"])
+    cfg = build_eval_config(EvaluationConfig(max_nonfinite=0, max_match_std_ratio=1.0,
+                                             champion_max_std_increase_bps=None, min_slice_orders=min_slice_orders,
+                                             slice_features=["asset"]), n_ahead=N, lookback=L, norm_window=W)
     # one model spec: TFMA keys its metrics and thresholds with model_name ""
-    comps = lem_metrics._slippage_computations(N, L, W, "allocations", min_slice_orders=min_slice_orders,
+    comps = lem_metrics.slippage_computations(N, L, W, "allocations", min_slice_orders=min_slice_orders,
                                                model_names=[""])
     keys = {k.name: k for k in comps[0].keys}
     failures = {}

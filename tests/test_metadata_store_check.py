@@ -51,7 +51,7 @@ def test_a_store_that_lost_its_records_refuses_to_run_and_deletes_nothing(tmp_pa
         open(db, "wb").close()                               # an emptied SQLite file
     elif mishap == "recreated_empty":
         os.remove(db)
-        local_runner._store(config)                          # a new ML Metadata schema, no records
+        local_runner.metadata_store(config)                          # a new ML Metadata schema, no records
     elif mishap == "deleted":
         os.remove(db)
     else:

@@ -58,17 +58,12 @@ def runs(tmp_path_factory):
     return out
 
 
-def _store(config):
-    from ml_metadata.metadata_store import metadata_store
-    from pipeline.local_runner import metadata_connection
-    return metadata_store.MetadataStore(metadata_connection(config.resolved().metadata_sqlite))
-
-
 def test_first_run_records_every_artifact_in_ml_metadata(runs):
     first = runs["first"]
     assert set(first.states().values()) == {"COMPLETE"}, first.states()
     from components.report.component import ExecutionReport
-    store = _store(runs["config"])
+    from pipeline import local_runner
+    store = local_runner.metadata_store(runs["config"])
     for type_name in ("Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph", "Model",
                       "ModelRun", "ModelEvaluation", "ModelBlessing", "PushedModel", ExecutionReport.TYPE_NAME):
         artifacts = store.get_artifacts_by_type(type_name)
@@ -135,7 +130,8 @@ def test_rerun_is_served_from_cache_and_compared_with_the_champion(runs):
         assert states[node] == "CACHED", states
     assert again.nodes["Trainer"].outputs["model"] == runs["first"].nodes["Trainer"].outputs["model"]
     # the Evaluator ran again because its baseline input changed: the first run's model is now the champion
-    store = _store(runs["config"])
+    from pipeline import local_runner
+    store = local_runner.metadata_store(runs["config"])
 
     def blessing_properties(run):
         [artifact] = store.get_artifacts_by_uri(run.nodes["Evaluator"].outputs["blessing"][0])

@@ -80,5 +80,9 @@ def test_event_bursts_are_the_same_at_any_bar_length():
     # (each burst is cut off 20 slow half-lives after its onset: 2^-20 of its excess, ~1e-6, may differ)
     np.testing.assert_allclose(m5.reshape(-1, 3).mean(axis=1), m15, rtol=1e-5)
     assert (m15 >= 1.0).all()
+    # bars with gaps (trading days only): an event between two bars lifts the next one, never lowers a bar
+    days = pd.bdate_range("2020-01-01", periods=3000, freq="B", tz="UTC")
+    m_days = synthetic.event_multiplier(days, 1440, p, np.random.default_rng(2))
+    assert np.isfinite(m_days).all() and (m_days >= 1.0).all() and m_days.max() > 1.0
     np.testing.assert_array_equal(synthetic.event_multiplier(t15, 15, synthetic.AssetParams(event_rate_per_day=0.0),
                                                              np.random.default_rng(1)), np.ones(2000))

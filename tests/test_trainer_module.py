@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from components.trainer import module
+from components.trainer.config import TrainingConfig
 from lem_model.presets import paper_min_rate
 
 
 def test_constraint_pairs_default_to_the_paper_recipe():
-    assert module.constraint_pairs({}, 12) == [(1.0 / 144, 1.0)]
-    assert module.constraint_pairs({"min_rates": [None, 0.05], "max_rates": [1.0, 0.2]}, 4) == [(1 / 16, 1.0),
-                                                                                                 (0.05, 0.2)]
+    assert module.constraint_pairs(TrainingConfig(), 12) == [(1.0 / 144, 1.0)]
+    assert module.constraint_pairs(TrainingConfig(min_rates=[None, 0.05], max_rates=[1.0, 0.2]), 4) == [
+        (1 / 16, 1.0), (0.05, 0.2)]
     assert paper_min_rate(8) == pytest.approx(1 / 64)
     with pytest.raises(ValueError, match="same length"):
-        module.constraint_pairs({"min_rates": [None], "max_rates": [1.0, 0.5]}, 4)
+        module.constraint_pairs(TrainingConfig(min_rates=[None], max_rates=[1.0, 0.5]), 4)
 
 
 class _Accessor:

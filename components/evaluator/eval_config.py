@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
+from components.evaluator.config import EvaluationConfig
 from components.evaluator.metrics import LemSlippage
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -34,11 +35,14 @@ def slicing_specs(slice_features: Sequence[str]) -> list:
     return specs
 
 
-def build_eval_config(*, n_ahead: int, lookback: int, norm_window: int, max_nonfinite: int,
-                      max_match_std_ratio: float, champion_max_std_increase_bps: Optional[float],
-                      min_slice_orders: int, slice_features: Sequence[str] = ("asset", "frequency_minutes")
+def build_eval_config(evaluation: EvaluationConfig, *, n_ahead: int, lookback: int, norm_window: int
                       ) -> tfma.EvalConfig:
-    """EvalConfig for the candidate (and, when TFX resolves one, the latest blessed baseline) model."""
+    """EvalConfig for the candidate (and, when TFX resolves one, the latest blessed baseline) model: the rules of
+    `evaluation` on every slice of its `slice_features`, for examples of N / L / W bars."""
+    max_nonfinite, max_match_std_ratio = evaluation.max_nonfinite, evaluation.max_match_std_ratio
+    champion_max_std_increase_bps, min_slice_orders = (evaluation.champion_max_std_increase_bps,
+                                                       evaluation.min_slice_orders)
+    slice_features = evaluation.slice_features
     model_specs = [tfma.ModelSpec(name=CANDIDATE, signature_name=SIGNATURE, prediction_key=PREDICTION_KEY)]
     specs = slicing_specs(slice_features)
     thresholds = {

@@ -143,7 +143,7 @@ class LemSlippage(tfma.metrics.Metric):
     def __init__(self, n_ahead: int = PAPER_SIZES["n_ahead"], lookback: int = PAPER_SIZES["lookback"],
                  norm_window: int = PAPER_SIZES["norm_window"], prediction_key: str = "allocations",
                  min_slice_orders: int = DEFAULT_MIN_SLICE_ORDERS, name: str = SLIPPAGE_METRIC_NAME):
-        super().__init__(_slippage_computations, n_ahead=n_ahead, lookback=lookback, norm_window=norm_window,
+        super().__init__(slippage_computations, n_ahead=n_ahead, lookback=lookback, norm_window=norm_window,
                          prediction_key=prediction_key, min_slice_orders=min_slice_orders, name=name)
 
     @property
@@ -151,7 +151,7 @@ class LemSlippage(tfma.metrics.Metric):
         return False
 
 
-def _slippage_computations(n_ahead: int, lookback: int, norm_window: int, prediction_key: str,
+def slippage_computations(n_ahead: int, lookback: int, norm_window: int, prediction_key: str,
                            min_slice_orders: int = DEFAULT_MIN_SLICE_ORDERS, name: str = SLIPPAGE_METRIC_NAME, model_names: Optional[List[str]] = None,
                            output_names: Optional[List[str]] = None,
                            example_weighted: bool = False) -> metric_types.MetricComputations:

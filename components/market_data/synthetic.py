@@ -155,7 +155,7 @@ def event_multiplier(ts: pd.DatetimeIndex, freq_minutes: int, p: AssetParams, rn
         first = max(int(np.searchsorted(start, t_e, side="right")) - 1, 0)
         last = min(int(np.searchsorted(start, t_e + 20 * p.event_slow_halflife)), n)
         lo = np.maximum(start[first:last] - t_e, 0.0)
-        hi = start[first:last] + freq_minutes - t_e
+        hi = np.maximum(start[first:last] + freq_minutes - t_e, lo)  # an event in a gap (weekend) starts later
         for share, half_life in parts:
             lam = np.log(2.0) / half_life
             m[first:last] += amp * share * (np.exp(-lam * lo) - np.exp(-lam * hi)) / (lam * freq_minutes)

@@ -1,6 +1,6 @@
 """Trainer module (penguin style): `run_fn(fn_args)` trains a LEM on the transformed examples and exports it.
 
-The recipe (paper §3.4, defaults of `pipeline.configs.TrainingConfig`, passed as `custom_config`):
+The recipe (paper §3.4, defaults of `components.trainer.config.TrainingConfig`, passed as `custom_config`):
 Adam, batch 256, shuffled train split, early stopping (patience 2, best weights restored), reduce-LR-on-
 plateau (patience 1), minimum trading rate 1/N^2 and maximum rate 1 (unconstrained) per execution bar;
 several (min_rate, max_rate) configurations may be given: every example is then seen with each of them
@@ -14,6 +14,7 @@ custom_config = {"sizes": {n_ahead, lookback, norm_window}, "model": {build_lem 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from components.trainer import export
+from components.trainer.config import TrainingConfig
 from lem_model.presets import paper_min_rate
 
 BARS_KEY = "bars"
@@ -32,10 +34,10 @@ LABELS_KEY = "labels"
 log = logging.getLogger(__name__)
 
 
-def constraint_pairs(training: dict, n_ahead: int) -> list:
+def constraint_pairs(training: TrainingConfig, n_ahead: int) -> list:
     """[(min_rate, max_rate)] of the training recipe; None min_rate = the paper's 1/N^2."""
-    mins = training.get("min_rates") or [None]
-    maxs = training.get("max_rates") or [1.0]
+    mins = training.min_rates or [None]
+    maxs = training.max_rates or [1.0]
     if len(mins) != len(maxs):
         raise ValueError(f"training.min_rates {mins} and max_rates {maxs} must have the same length")
     return [(paper_min_rate(n_ahead) if lo is None else float(lo), float(hi)) for lo, hi in zip(mins, maxs)]
@@ -86,14 +88,14 @@ def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: in
     return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _configure_devices(training: dict) -> str:
-    if not training.get("use_gpu", True):
+def _configure_devices(training: TrainingConfig) -> str:
+    if not training.use_gpu:
         try:
             tf.config.set_visible_devices([], "GPU")
         except RuntimeError as e:  # devices already initialised
             log.warning("could not hide GPUs: %s", e)
     gpus = tf.config.list_logical_devices("GPU")
-    if training.get("mixed_precision"):
+    if training.mixed_precision:
         keras.mixed_precision.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
     return f"GPU ({len(gpus)})" if gpus else "CPU"
 
@@ -119,15 +121,14 @@ class EpochLine(keras.callbacks.Callback):
               flush=True)
 
 
-def _callbacks(training: dict, log_dir: str, n_ahead: int):
-    del n_ahead
-    epoch_line = [EpochLine(int(training.get("epochs", 50)))] if int(training.get("verbose", 2)) == 2 else []
+def _callbacks(training: TrainingConfig, log_dir: str):
+    epoch_line = [EpochLine(training.epochs)] if training.verbose == 2 else []
     return epoch_line + [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(training.get("early_stopping_patience", 2)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                       restore_best_weights=True, verbose=1),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=int(training.get("reduce_lr_patience", 1)),
-                                          factor=float(training.get("reduce_lr_factor", 0.5)),
-                                          min_lr=float(training.get("min_learning_rate", 1e-7)), verbose=1),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=training.reduce_lr_patience,
+                                          factor=training.reduce_lr_factor,
+                                          min_lr=training.min_learning_rate, verbose=1),
         keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
     ]
 
@@ -135,9 +136,10 @@ def _callbacks(training: dict, log_dir: str, n_ahead: int):
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
     cfg = fn_args.custom_config or {}
-    sizes, hp, training = cfg.get("sizes", {}), dict(cfg.get("model", {})), dict(cfg.get("training", {}))
+    sizes, hp = cfg.get("sizes", {}), dict(cfg.get("model", {}))
+    training = TrainingConfig(**cfg.get("training", {}))
     n_ahead, lookback, norm_window = int(sizes["n_ahead"]), int(sizes["lookback"]), int(sizes["norm_window"])
-    keras.utils.set_random_seed(int(training.get("seed", 42)))
+    keras.utils.set_random_seed(training.seed)
     device = _configure_devices(training)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     bars_spec = tf_transform_output.transformed_feature_spec()[BARS_KEY]
@@ -146,32 +148,29 @@ def run_fn(fn_args) -> None:
     num_features = int(bars_spec.shape[-1])
 
     constraints = constraint_pairs(training, n_ahead)
-    batch_size = int(training.get("batch_size", 256))
-    common = dict(batch_size=batch_size, constraints=constraints, seed=int(training.get("seed", 42)),
-                  weighting=training.get("frequency_weighting", "none"),
+    common = dict(batch_size=training.batch_size, constraints=constraints, seed=training.seed,
+                  weighting=training.frequency_weighting,
                   min_frequency=min(cfg.get("frequencies") or [1]))
     train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, shuffle=True,
-                        shuffle_buffer=int(training.get("shuffle_buffer", 10_000)), **common)
+                        shuffle_buffer=training.shuffle_buffer, **common)
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, shuffle=False, **common)
 
     from lem_model.model import build_lem, compile_lem
     model = build_lem(num_features=num_features, lookback=lookback, n_ahead=n_ahead, **hp)
-    compile_lem(model, learning_rate=float(training.get("learning_rate", 1e-5)),
-                pnl_sharpness=training.get("pnl_sharpness"),
-                fixed_horizon_risk=bool(training.get("fixed_horizon_risk", False)),
-                jit_compile=training.get("jit_compile", "auto"))
+    compile_lem(model, learning_rate=training.learning_rate, pnl_sharpness=training.pnl_sharpness,
+                fixed_horizon_risk=training.fixed_horizon_risk, jit_compile=training.jit_compile)
     print(f"[trainer] LEM N={n_ahead} L={lookback} W={norm_window} F={num_features} on {device}; "
           f"{model.count_params():,} parameters; constraints (min_rate, max_rate) = {constraints}", flush=True)
 
-    steps = training.get("steps_per_epoch") or (fn_args.train_steps or None)
-    val_steps = training.get("validation_steps") or (fn_args.eval_steps or None)
+    steps = training.steps_per_epoch or (fn_args.train_steps or None)
+    val_steps = training.validation_steps or (fn_args.eval_steps or None)
     if steps:
         train_ds = train_ds.repeat()
     start = time.time()
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=int(training.get("epochs", 50)),
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=training.epochs,
                         steps_per_epoch=steps, validation_steps=val_steps,
-                        callbacks=_callbacks(training, fn_args.model_run_dir, n_ahead),
-                        verbose=1 if int(training.get("verbose", 2)) == 1 else 0)
+                        callbacks=_callbacks(training, fn_args.model_run_dir),
+                        verbose=1 if training.verbose == 1 else 0)
     seconds = time.time() - start
     hist = {k: [float(x) for x in v] for k, v in history.history.items()}
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
@@ -181,5 +180,5 @@ def run_fn(fn_args) -> None:
         model, tf_transform_output, fn_args.serving_model_dir, norm_window=norm_window, lookback=lookback,
         n_ahead=n_ahead, trained_frequencies=cfg.get("frequencies"),
         session_frequencies=cfg.get("session_frequencies"),
-        metadata={"model": hp, "num_features": num_features, "training": training,
+        metadata={"model": hp, "num_features": num_features, "training": dataclasses.asdict(training),
                   "epochs_run": len(hist.get("loss", [])), "train_seconds": round(seconds, 1), "device": device})
