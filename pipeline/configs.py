@@ -2,8 +2,10 @@
 
 Everything a run depends on lives here and flows from here into `create_pipeline(config)`: data sources and
 time splits, bar frequencies, the sizes N/L/W (bars), model hyperparameters, the training recipe, evaluation
-thresholds, the serving directory and the Beam arguments. Unknown keys in a file are an error (naming the key
-and the section), so a typo never silently falls back to a default.
+thresholds, the serving directory and the Beam arguments. Sections a component reads are defined next to it
+(`components.trainer.config.TrainingConfig`, `components.evaluator.config.EvaluationConfig`,
+`components.report.config.ReportConfig`) and assembled here. Unknown keys in a file are an error (naming the
+key and the section), so a typo never silently falls back to a default.
 
     config = PipelineConfig.from_file("my_run.yaml")          # or .json
     config = PipelineConfig.from_dict({"sizes": {"n_ahead": 4}})
@@ -11,6 +13,7 @@ and the section), so a typo never silently falls back to a default.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import os
@@ -25,10 +28,9 @@ from components.trainer.config import TrainingConfig
 from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, paper_min_rate
 
 
-@dataclass
-class DataConfig:
-    """Where the bars come from and how examples are cut and split: the ExampleGen's `IngestionConfig`
-    (`components.example_gen.config`, which documents every field) plus `source`; sizes come from `sizes`.
+_DATA_CONFIG_DOC = """Where the bars come from and how examples are cut and split: the ExampleGen's `IngestionConfig`
+    (`components.example_gen.config`, which documents every field and defines every default) plus `source`;
+    sizes come from `sizes`.
 
     source: directory of market-data files (Binance klines, Yahoo daily CSVs, tidy Parquet/CSV; searched
     recursively, filtered by `input_patterns`). frequencies: bar lengths in minutes to resample to (one example
@@ -40,34 +42,36 @@ class DataConfig:
     (otherwise refused). outliers: "flag" | "drop" | "off" for causal outlier bars (outlier_window,
     outlier_volume_z, outlier_return_z).
     """
-    source: str = "./data"
-    frequencies: list = field(default_factory=lambda: [15, 90, 250])
-    stride: int = 1
-    stride_by_frequency: dict = field(default_factory=dict)
-    start: Optional[str] = None
-    eval_start: Optional[str] = "2017-01-01"
-    test_start: Optional[str] = "2020-01-01"
-    end: Optional[str] = None
-    embargo_bars: int = 12
-    missing_bar_rule: str = "zero_fill"
-    missing_bar_rule_by_frequency: dict = field(default_factory=lambda: {1440: "skip"})
-    max_gap_bars: int = 8
-    bad_rows: str = "error"
-    min_examples_per_split: int = 1
-    input_patterns: list = field(default_factory=lambda: ["*"])
-    source_bar_minutes: Optional[int] = None
-    source_bar_minutes_by_asset: dict = field(default_factory=dict)
-    outliers: str = "flag"
-    outlier_window: int = 96
-    outlier_volume_z: float = 12.0
-    outlier_return_z: float = 200.0
+
+
+def _data_config_class():
+    """`DataConfig`: `source` plus every field of the ExampleGen's `IngestionConfig` but the sizes (from `sizes`)
+    and `chunk_rows` (an execution detail), with IngestionConfig's defaults: each default is defined there only.
+    Tuples become lists and mappings dicts, as YAML and JSON read them."""
+    from components.example_gen.config import IngestionConfig
+    hints = typing.get_type_hints(IngestionConfig)
+    fields = [("source", str, field(default="./data"))]
+    for f in dataclasses.fields(IngestionConfig):
+        if f.name in ("norm_window", "lookback", "n_ahead", "chunk_rows"):
+            continue
+        origin = typing.get_origin(hints[f.name])
+        if origin in (collections.abc.Sequence, list, tuple):
+            fields.append((f.name, list, field(default_factory=lambda d=f.default: list(d))))
+        elif origin in (collections.abc.Mapping, dict):
+            fields.append((f.name, dict, field(default_factory=lambda d=f.default_factory: dict(d()))))
+        else:
+            fields.append((f.name, hints[f.name], field(default=f.default)))
 
     def __post_init__(self):
         # JSON object keys are strings: per-frequency maps are keyed by minutes (int).
         self.stride_by_frequency = {int(k): v for k, v in (self.stride_by_frequency or {}).items()}
         self.missing_bar_rule_by_frequency = {int(k): v for k, v in (self.missing_bar_rule_by_frequency or {}).items()}
 
+    return dataclasses.make_dataclass("DataConfig", fields, namespace={
+        "__doc__": _DATA_CONFIG_DOC, "__module__": __name__, "__post_init__": __post_init__})
 
+
+DataConfig = _data_config_class()
 #: The `data` fields that are `IngestionConfig` fields of the same name and meaning (all but `source`).
 INGESTION_DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "source")
 

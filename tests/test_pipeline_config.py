@@ -54,12 +54,17 @@ def test_every_data_field_reaches_the_example_gen_config():
     import dataclasses
 
     from components.example_gen.config import IngestionConfig
-    from pipeline.configs import INGESTION_DATA_FIELDS
+    from pipeline.configs import INGESTION_DATA_FIELDS, DataConfig
 
     ingestion_fields = {f.name for f in dataclasses.fields(IngestionConfig)}
     sizes = {"norm_window", "lookback", "n_ahead"}
     assert set(INGESTION_DATA_FIELDS) <= ingestion_fields
     assert ingestion_fields - set(INGESTION_DATA_FIELDS) == sizes | {"chunk_rows"}  # chunk_rows: a memory knob
+    # one definition of each default: the pipeline's data section has the ExampleGen's (lists for tuples)
+    data, ingestion = DataConfig(), IngestionConfig()
+    for name in INGESTION_DATA_FIELDS:
+        value = getattr(ingestion, name)
+        assert getattr(data, name) == (list(value) if isinstance(value, tuple) else value), name
     changed = {"frequencies": [60, 1440], "stride": 3, "stride_by_frequency": {"1440": 1},
                "start": "2019-01-01", "eval_start": "2020-06-01", "test_start": "2021-01-01", "end": "2022-01-01",
                "embargo_bars": 5, "missing_bar_rule": "skip", "missing_bar_rule_by_frequency": {"60": "zero_fill"},

@@ -1,6 +1,6 @@
 """The TFMA EvalConfig of the pipeline: slippage statistics, slices and the blessing thresholds.
 
-Blessing rules (from `pipeline.configs.EvaluationConfig`), checked by TFMA's own per-slice thresholds
+Blessing rules (from `components.evaluator.config.EvaluationConfig`), checked by TFMA's own per-slice thresholds
 (`MetricsSpec.per_slice_thresholds`) on EVERY reported slice: overall, each asset, each frequency and each
 asset x frequency (`slicing_specs`), but only where the slice has at least `min_slice_orders` orders (a smaller
 slice is reported, not gated; see `components.evaluator.metrics` for how the count enters the `gate/*` metrics):

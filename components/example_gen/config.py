@@ -58,7 +58,7 @@ class IngestionConfig:
       at 15 or 90 minutes; of 200 random 15-minute bars per asset made 1000x in quote volume, 198-200 flagged;
       made 1000x in volume and quote volume (same VWAP), 110-130 flagged.
     """
-    frequencies: Sequence[int] = (15, 90, 250, 1440)
+    frequencies: Sequence[int] = (15, 90, 250)  # the paper's crypto bars; its equities use (1440,)
     norm_window: int = PAPER_SIZES["norm_window"]
     lookback: int = PAPER_SIZES["lookback"]
     n_ahead: int = PAPER_SIZES["n_ahead"]
