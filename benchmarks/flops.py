@@ -11,8 +11,7 @@ recurrent layer's time loop and its gradient loop, are multiplied by their trip 
   - transcendental element-wise ops without a registered statistic (Exp, Tanh, Sigmoid, ...) are NOT counted,
     nor the optimizer update (O(parameters) per batch, reported separately as an estimate).
 So the count is a lower bound dominated by the exact matmul term. It is the model's count: TensorFlow
-differentiates everything (`lem_model.tkan_fast.HAND_WRITTEN_GRADIENT` off while tracing it); the graph that
-actually runs, with the TKAN's hand-written backward, is counted too (`executed_graph_flops_per_sample`).
+differentiates everything (`lem_model.fast.call(..., tkan_backward="autodiff")`); the graph that actually runs, with the TKAN's hand-written backward, is counted too (`executed_graph_flops_per_sample`).
 """
 import collections
 import re
@@ -197,14 +196,16 @@ class FlopCounter:
             self.by_scope[self._scope(prefix + op.name)] += f * mult
 
 
-def _train_step_function(model):
-    """tf.function (x, y) -> (loss, gradients of the trainable variables): the traced training step."""
+def _train_step_function(model, tkan_backward: str = "hand_written"):
+    """tf.function (x, y) -> (loss, gradients of the trainable variables): the traced training step of the
+    model's fast form; tkan_backward "autodiff": TensorFlow differentiates the TKAN loop itself."""
     import tensorflow as tf
+    from lem_model import fast
 
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            pred = model(x, training=True)
+            pred = fast.call(model, x, training=True, tkan_backward=tkan_backward)
             loss = model.loss(y, pred)
         return loss, tape.gradient(loss, model.trainable_variables)
 
@@ -215,20 +216,13 @@ def count_train_step_flops(model, x, y) -> dict:
     """FLOPs of forward + loss + backward for the batch (x, y) (see module docstring); per sample too."""
     import tensorflow as tf
     batch = int(y.shape[0])
-    step = _train_step_function(model)
-
     t0 = time.perf_counter()
-    # The model's FLOPs: TensorFlow differentiates everything itself (lem_model.tkan_fast's hand-written TKAN
-    # backward recomputes a few small terms; its graph is counted separately as "executed").
-    from lem_model import tkan_fast
-    tkan_fast.HAND_WRITTEN_GRADIENT = False
-    try:
-        counter = FlopCounter(model.name)
-        counter.walk(step.get_concrete_function(x, y).graph)
-    finally:
-        tkan_fast.HAND_WRITTEN_GRADIENT = True
+    # The model's FLOPs: TensorFlow differentiates everything itself (the hand-written TKAN backward of
+    # lem_model.fast_tf recomputes a few small terms; its graph is counted separately as "executed").
+    counter = FlopCounter(model.name)
+    counter.walk(_train_step_function(model, tkan_backward="autodiff").get_concrete_function(x, y).graph)
     executed = FlopCounter(model.name)
-    executed.walk(tf.function(step.python_function).get_concrete_function(x, y).graph)
+    executed.walk(_train_step_function(model).get_concrete_function(x, y).graph)
     fwd_graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(x).graph
     fwd = FlopCounter(model.name)
     fwd.walk(fwd_graph)
@@ -266,10 +260,7 @@ def matmul_floor(model, x, y, min_time_s: float = 0.05, max_copies: int = 64) ->
     here, 6.0-7.6 ms by oneDNN's own timing inside the step), and with more inter-op threads products can
     overlap. Returns the floor (s per step), the matmul FLOPs behind it and the heaviest products.
     """
-    from lem_model import tkan_fast
-
     step = _train_step_function(model)
-    assert tkan_fast.HAND_WRITTEN_GRADIENT
     counter = FlopCounter(model.name)
     counter.walk(step.get_concrete_function(x, y).graph)
     rows, total_s, total_flops, t0 = [], 0.0, 0.0, time.perf_counter()

@@ -2,11 +2,11 @@
 
 Times traced `tf.function`s (inference, `training=False`) of: the whole model, the model exported with
 `lem_model.model.export_saved_model` and reloaded (`serving_default`), the context block as the served model
-runs it (XLA-compiled at small batch, `lem_model.model._small_batch_xla`), and each block alone, plain
-(no XLA), on its captured inputs (embedding+VSN, recurrent, gate/GRN/attention, allocator).
-Run it with `PYTHONPATH=<dir holding another lem_model>` to compare against another version. Random weights (latency does not depend on
-training). Prints p50/p90/p99 in ms over `--calls` calls after warm-up, and the load average (other jobs on a
-small machine inflate every number; compare runs made at similar load).
+runs it (XLA-compiled at small batch, `lem_model.fast_tf.small_batch_xla`), and each block of the fast form
+alone, plain (no XLA), on its captured inputs (embedding+VSN, recurrent, gate/GRN/attention, allocator).
+Random weights (latency does not depend on training). Prints p50/p90/p99 in ms over `--calls` calls after
+warm-up, and the load average (other jobs on a small machine inflate every number; compare runs made at similar
+load).
 
     .venv/bin/python benchmarks/profile_forward.py [--recurrent tkan] [--batch 1] [--calls 200] [--small]
 """
@@ -64,26 +64,27 @@ def main():
         sig = tf.saved_model.load(tmp).signatures["serving_default"]
         rows.append(("exported serving_default", timed(lambda d: sig(**d), inputs, calls=a.calls)))
 
+    # the blocks as the model's fast form (the default) computes them
+    from lem_model import fast, fast_tf
     m = model
     x = inputs["bars"][:, : L + N - 1]
-    emb = tf.function(lambda x: m.vsn(m.embedding(x), training=False))
+    emb = tf.function(lambda x: fast.embed_and_select(m.vsn, m.embedding, x, training=False))
     v = emb(x)
-    rec = tf.function(lambda v: m.recurrent_layer(v, training=False))
+    rec = tf.function(lambda v: fast.recurrent(m, v, training=False))
     r = rec(v)
 
     def post(r, v):
-        s = m.recurrent_grn(m.recurrent_gate(r, m.skip_projection(v)))
+        s = fast.grn(m.recurrent_grn, fast.gate_add_norm(m.recurrent_gate, r, fast.dense(v, m.skip_projection.kernel)))
         q = s[:, L - 1:]
-        return m.context_grn(m.attention_gate(m.attention(q, s), q))
+        return fast.grn(m.context_grn, fast.gate_add_norm(m.attention_gate, fast.attention(m.attention, q, s), q))
 
     post = tf.function(post)
     c = post(r, v)
     step_inputs = tf.concat([c, inputs["bars"][:, L - 1: L + N - 1], tf.ones([B, N, 2])], -1)
-    alloc = tf.function(lambda s, lo, hi: m.allocator(s, lo, hi))
-    if hasattr(m, "_context"):  # the context block as the served model runs it (XLA at small batch)
-        from lem_model import model as model_module
-        ctx = tf.function(lambda x: model_module._small_batch_xla(lambda y: m._context(y, False), x))
-        rows.append(("context block as served", timed(ctx, x, calls=a.calls)))
+    alloc = tf.function(lambda s, lo, hi: fast.allocate(m.allocator, s, lo, hi))
+    # the context block as the served model runs it (XLA up to xla_max_batch)
+    ctx = tf.function(lambda x: fast_tf.small_batch_xla(lambda y: fast.context(m, y, False), m.xla_max_batch, x))
+    rows.append(("context block as served", timed(ctx, x, calls=a.calls)))
     rows.append(("  embedding + VSN", timed(emb, x, calls=a.calls)))
     rows.append(("  recurrent", timed(rec, v, calls=a.calls)))
     rows.append(("  gate/GRN/attention/GRN", timed(post, r, v, calls=a.calls)))

@@ -1,20 +1,18 @@
-"""In-process A/B of OUR training step: two models in one process, each traced under its own module settings,
+"""In-process A/B of OUR training step: two models in one process, each built with its own options,
 `train_on_batch` alternating between them (order flipped every round), so both see the same machine state.
 
 On this VM, processes started minutes apart differ by up to ~18 % in speed for the same code (HISTORY.md,
 session 7), which drowns a few-percent change in cross-process comparisons; alternating steps in one process
 does not suffer from that drift.
 
-A setting is `module.ATTRIBUTE=VALUE` (VALUE a Python literal), applied while that variant's model is built
-and its train step traced (the first steps), then restored. Example, session 6's context chunks:
+A setting is `NAME=VALUE` (VALUE a Python literal): a `lem_model.build_lem` option (e.g. `implementation`,
+`recurrent`, `fused_mlp_layers`), or `optimizer` = "lem_adam" (the project's, `compile_lem`'s default) or "adam"
+(Keras' own). Example, the reference form against the fast one:
 
-    .venv/bin/python benchmarks/step_ab.py \\
-        --a lem_model.model.TRAIN_CONTEXT_CHUNKS=1 --b lem_model.model.TRAIN_CONTEXT_CHUNKS=2
+    .venv/bin/python benchmarks/step_ab.py --a implementation=reference --b implementation=fast
 """
 import argparse
 import ast
-import contextlib
-import importlib
 import os
 import statistics
 import sys
@@ -25,37 +23,45 @@ from _common import format_table, machine_info, pin_tf_threads  # noqa: E402
 from train_throughput import CONFIGS  # noqa: E402
 
 
+OPTIMIZERS = ("lem_adam", "adam")
+
+
 def parse_setting(text: str):
-    """'pkg.module.NAME=literal' -> (module, NAME, value)."""
-    target, sep, value = text.partition("=")
-    module_name, _, attr = target.rpartition(".")
-    if not sep or not module_name or not attr:
-        raise argparse.ArgumentTypeError(f"expected module.ATTRIBUTE=VALUE, got {text!r}")
-    module = importlib.import_module(module_name)
-    if not hasattr(module, attr):
-        raise argparse.ArgumentTypeError(f"{module_name} has no attribute {attr!r}")
+    """'NAME=literal' -> (NAME, value), NAME a `build_lem` option or "optimizer"."""
+    import inspect
+    from lem_model.model import LargeExecutionModel
+    name, sep, value = text.partition("=")
+    options = set(inspect.signature(LargeExecutionModel.__init__).parameters) - {"self", "kwargs"}
+    if not sep or name not in options | {"optimizer"}:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME one of {sorted(options | {'optimizer'})}, "
+                                         f"got {text!r}")
     try:
-        return module, attr, ast.literal_eval(value)
+        value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        raise argparse.ArgumentTypeError(f"VALUE must be a Python literal (1, 2.5, True, 'text'), got {value!r}")
+        value = value  # a bare word: a string option (implementation=fast)
+    if name == "optimizer" and value not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(f"optimizer must be one of {OPTIMIZERS}, got {value!r}")
+    return name, value
 
 
-@contextlib.contextmanager
-def applied(settings):
-    saved = [(m, a, getattr(m, a)) for m, a, _ in settings]
-    try:
-        for m, a, v in settings:
-            setattr(m, a, v)
-        yield
-    finally:
-        for m, a, v in saved:
-            setattr(m, a, v)
+def build_variant(settings: dict, hp: dict, num_features: int):
+    """A compiled LEM of the benchmark's hyperparameters with `settings` (parse_setting pairs) applied."""
+    import keras
+    import lem_model
+    options = dict(settings)
+    optimizer = options.pop("optimizer", "lem_adam")
+    model = lem_model.build_lem(num_features=num_features, **{**hp, **options})
+    lem_model.compile_lem(model, metrics=False, jit_compile=False)
+    if optimizer == "adam":
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(model.optimizer.learning_rate)),
+                      loss=model.loss, jit_compile=False)
+    return model
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--a", action="append", default=[], metavar="module.NAME=VALUE", help="setting of variant A")
-    p.add_argument("--b", action="append", default=[], metavar="module.NAME=VALUE", help="setting of variant B")
+    p.add_argument("--a", action="append", default=[], metavar="NAME=VALUE", help="setting of variant A")
+    p.add_argument("--b", action="append", default=[], metavar="NAME=VALUE", help="setting of variant B")
     p.add_argument("--config", choices=sorted(CONFIGS), default="paper")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
@@ -69,13 +75,12 @@ def main():
     import tensorflow as tf
     pin_tf_threads(tf, a.threads, a.inter_threads)
     import keras
-    import lem_model
     from lem_model.features import NUM_BAR_FEATURES
     from ours_driver import training_batch
 
     try:
-        settings = {"A": [parse_setting(s) for s in a.a], "B": [parse_setting(s) for s in a.b]}
-    except (argparse.ArgumentTypeError, ImportError) as e:
+        settings = {"A": dict(parse_setting(s) for s in a.a), "B": dict(parse_setting(s) for s in a.b)}
+    except argparse.ArgumentTypeError as e:
         p.error(str(e))
     cfg = CONFIGS[a.config]
     x, y = training_batch(np.random.default_rng(0), a.batch, cfg["lookback"], cfg["n_ahead"])
@@ -87,12 +92,10 @@ def main():
 
     models = {}
     for name, sets in settings.items():
-        with applied(sets):
-            keras.utils.set_random_seed(0)
-            model = lem_model.build_lem(num_features=NUM_BAR_FEATURES, **hp)
-            lem_model.compile_lem(model, metrics=False, jit_compile=False)
-            for _ in range(a.warmup):
-                model.train_on_batch(x, y)
+        keras.utils.set_random_seed(0)
+        model = build_variant(sets, hp, NUM_BAR_FEATURES)
+        for _ in range(a.warmup):
+            model.train_on_batch(x, y)
         models[name] = model
     for model in models.values():  # one more untimed step each: the first step after the other model's
         model.train_on_batch(x, y)     # warm-up was measured up to ~1 s slow (cause not investigated)

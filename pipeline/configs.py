@@ -25,7 +25,8 @@ from typing import Any, Mapping, Optional
 from components.evaluator.config import EvaluationConfig
 from components.report.config import ReportConfig
 from components.trainer.config import TrainingConfig
-from lem_model.presets import PAPER_CONFIG, PAPER_SIZES, paper_min_rate
+from lem_model.presets import (DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, PAPER_CONFIG, PAPER_SIZES, XLA_MAX_BATCH,
+                              paper_min_rate)
 
 
 _DATA_CONFIG_DOC = """Where the bars come from and how examples are cut and split: the ExampleGen's `IngestionConfig`
@@ -100,6 +101,11 @@ class ModelConfig:
     fused_mlp_layers: int = 2
     recurrent: str = "tkan"
     dropout: float = 0.0
+    #: "auto" | "fast" | "reference": how the model computes its function (same allocations to float32
+    #: rounding; `LargeExecutionModel`); xla_max_batch: small-batch XLA bound of exported SavedModels (0 = off:
+    #: then TF Serving needs no `--xla_cpu_compilation_enabled`).
+    implementation: str = DEFAULT_IMPLEMENTATION
+    xla_max_batch: int = XLA_MAX_BATCH
 
 
 @dataclass
@@ -306,7 +312,8 @@ def field_rules() -> dict:
                        "bad_rows": {"choices": tuple(BAD_ROW_POLICIES)}, "input_patterns": strings,
                        "outliers": {"choices": tuple(OUTLIER_MODES)},
                        "source_bar_minutes_by_asset": {"keys": str, "values": int, "min": 1}},
-        "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)}},
+        "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)},
+                        "implementation": {"choices": IMPLEMENTATIONS}, "xla_max_batch": {"min": 0}},
         "TrainingConfig": {"min_rates": {"items": Optional[float]}, "max_rates": {"items": float},
                            "jit_compile": {"choices": ("auto", True, False)}, "verbose": {"choices": (0, 1, 2)},
                            "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS},

@@ -57,8 +57,9 @@ class FeatureTransformStandIn:
         return _Layer()
 
 
-def train_tiny_lem(bars: dict, *, seed: int = 0, epochs: int = 2):
-    """A tiny LEM fitted for a few epochs on the windows of `bars` (so its allocations are not the init's)."""
+def train_tiny_lem(bars: dict, *, seed: int = 0, epochs: int = 2, **options):
+    """A tiny LEM fitted for a few epochs on the windows of `bars` (so its allocations are not the init's);
+    options: further `build_lem` options (e.g. xla_max_batch)."""
     import keras
     from components.market_data.windows import cut_windows_batch
     from lem_model.features import NUM_BAR_FEATURES, build_features_numpy
@@ -74,7 +75,8 @@ def train_tiny_lem(bars: dict, *, seed: int = 0, epochs: int = 2):
     x = {"bars": feats["bars"], "min_rate": np.full((n, 1), 1.0 / SIZES["n_ahead"] ** 2, np.float32),
          "max_rate": rng.choice([0.5, 1.0], size=(n, 1)).astype(np.float32)}
     from lem_model_testutils import random_output_layer
-    model = build_lem(num_features=NUM_BAR_FEATURES, lookback=SIZES["lookback"], n_ahead=SIZES["n_ahead"], **HYPER)
+    model = build_lem(num_features=NUM_BAR_FEATURES, lookback=SIZES["lookback"], n_ahead=SIZES["n_ahead"],
+                      **{**HYPER, **options})
     random_output_layer(model, seed)  # allocations that depend on the bars from the start (a fresh LEM is TWAP)
     compile_lem(model, learning_rate=1e-3, metrics=False, jit_compile=False)
     model.fit(x, feats["labels"], batch_size=32, epochs=epochs, verbose=0)

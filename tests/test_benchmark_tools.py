@@ -73,23 +73,23 @@ def test_format_table_aligns_columns():
     assert lines[0].startswith("| a ") and "long header" in lines[0]
 
 
-def test_step_ab_settings_hold_while_a_variant_is_traced_and_are_restored():
-    """benchmarks/step_ab.py: `module.NAME=literal` settings apply inside `applied` only (also when it raises);
-    malformed ones are refused with a message."""
+def test_step_ab_settings_are_model_options_applied_to_that_variant_only():
+    """benchmarks/step_ab.py: `NAME=VALUE` settings are `build_lem` options (or the optimizer), given to one
+    variant's model; malformed ones are refused with a message."""
     import argparse
 
-    import lem_model.model as model_module
+    import keras
     import step_ab
+    from lem_model.optim import LemAdam
+    from lem_model_testutils import NUM_FEATURES, TINY
 
-    before = model_module.TRAIN_CONTEXT_CHUNKS
-    setting = step_ab.parse_setting("lem_model.model.TRAIN_CONTEXT_CHUNKS=1")
-    assert setting == (model_module, "TRAIN_CONTEXT_CHUNKS", 1)
-    with pytest.raises(RuntimeError):
-        with step_ab.applied([setting]):
-            assert model_module.TRAIN_CONTEXT_CHUNKS == 1
-            raise RuntimeError("tracing failed")
-    assert model_module.TRAIN_CONTEXT_CHUNKS == before
-    for bad in ("TRAIN_CONTEXT_CHUNKS=1", "lem_model.model.NO_SUCH_NAME=1", "lem_model.model.TRAIN_CONTEXT_CHUNKS=x"):
+    assert step_ab.parse_setting("implementation=reference") == ("implementation", "reference")
+    assert step_ab.parse_setting("xla_max_batch=0") == ("xla_max_batch", 0)
+    a = step_ab.build_variant(dict([step_ab.parse_setting("implementation=reference")]), TINY, NUM_FEATURES)
+    b = step_ab.build_variant(dict([step_ab.parse_setting("optimizer=adam")]), TINY, NUM_FEATURES)
+    assert a.implementation == "reference" and isinstance(a.optimizer, LemAdam)
+    assert b.implementation == "auto" and type(b.optimizer) is keras.optimizers.Adam
+    for bad in ("implementation", "no_such_option=1", "optimizer=sgd", "lem_model.model.TRAIN_CONTEXT_CHUNKS=1"):
         with pytest.raises(argparse.ArgumentTypeError):
             step_ab.parse_setting(bad)
 

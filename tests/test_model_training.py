@@ -32,11 +32,11 @@ def test_training_lowers_the_loss(data, recurrent):
 @pytest.mark.parametrize("recurrent", ["tkan", "lstm"])
 @pytest.mark.parametrize("batch", [7, 1])
 def test_training_context_in_batch_chunks_changes_nothing(recurrent, batch, monkeypatch):
-    # `TRAIN_CONTEXT_CHUNKS`: in a traced training step with >= 2 inter-op threads, the context block runs on two
-    # batch chunks (batch of unknown size, as in the Trainer; batch 1 leaves one chunk empty). Same allocations
-    # and gradients as one pass.
+    # `lem_model.fast_tf.TRAIN_CONTEXT_CHUNKS`: in a traced training step with >= 2 inter-op threads, the context
+    # block runs on two batch chunks (batch of unknown size, as in the Trainer; batch 1 leaves one chunk empty).
+    # Same allocations and gradients as one pass (one inter-op thread: no cut).
     import tensorflow as tf
-    from lem_model import model as model_module
+    from lem_model import fast_tf
     from lem_model_testutils import random_inputs
 
     monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 2)
@@ -44,8 +44,7 @@ def test_training_context_in_batch_chunks_changes_nothing(recurrent, batch, monk
     x = {k: tf.constant(v) for k, v in random_inputs(batch, seed=3, scale=2.0).items()}
     spec = {k: tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for k, v in x.items()}
     chunk_counts = []
-    monkeypatch.setattr(model_module, "_in_chunks",
-                        lambda fn, v, n, f=model_module._in_chunks: chunk_counts.append(n) or f(fn, v, n))
+    monkeypatch.setattr(fast_tf, "in_chunks", lambda fn, v, n, f=fast_tf.in_chunks: chunk_counts.append(n) or f(fn, v, n))
 
     def step(inputs):
         with tf.GradientTape() as tape:
@@ -56,9 +55,9 @@ def test_training_context_in_batch_chunks_changes_nothing(recurrent, batch, monk
 
     got, got_grads = tf.function(step, input_signature=[spec])(x)
     assert chunk_counts == [2]
-    monkeypatch.setattr(model_module, "TRAIN_CONTEXT_CHUNKS", 1)
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 1)
     ref, ref_grads = tf.function(step, input_signature=[spec])(x)
-    assert chunk_counts == [2]  # no cut with TRAIN_CONTEXT_CHUNKS = 1
+    assert chunk_counts == [2]  # no cut with one inter-op thread
     np.testing.assert_allclose(got.numpy(), ref.numpy(), **ALLOC_TOL)  # chunks: other batch shapes
     assert len(got_grads) == len(ref_grads) > 20
     for r, g in zip(ref_grads, got_grads):
@@ -69,16 +68,16 @@ def test_training_context_in_batch_chunks_changes_nothing(recurrent, batch, monk
 def test_context_chunks_only_where_they_can_run_together(monkeypatch):
     # the cut needs a traced graph, >= 2 inter-op threads and >= MIN_CHUNK_ROWS rows per chunk when the batch is known
     import tensorflow as tf
-    from lem_model import model as model_module
+    from lem_model import fast_tf
 
     def chunks(batch, inter_op):
         monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: inter_op)
         seen = []
-        tf.function(lambda v: seen.append(model_module._context_chunks(v)) or v,
+        tf.function(lambda v: seen.append(fast_tf.context_chunks(v)) or v,
                     input_signature=[tf.TensorSpec([batch, 3, 2], tf.float32)]).get_concrete_function()
         return seen[0]
 
     assert chunks(256, 2) == 2 and chunks(None, 2) == 2
     assert chunks(256, 1) == 1                                        # one inter-op thread: chunks would serialise
-    assert chunks(2 * model_module.MIN_CHUNK_ROWS - 1, 2) == 1
-    assert model_module._context_chunks(tf.zeros((256, 3, 2))) == 1   # eager: nothing runs concurrently
+    assert chunks(2 * fast_tf.MIN_CHUNK_ROWS - 1, 2) == 1
+    assert fast_tf.context_chunks(tf.zeros((256, 3, 2))) == 1   # eager: nothing runs concurrently

@@ -1,5 +1,5 @@
-"""Traced inference graphs run the context block XLA-compiled for small batches (lem_model.model
-XLA_MAX_BATCH); it must compute the same allocations as the plain (eager) path, and stay causal."""
+"""Traced inference graphs of the fast form run the context block XLA-compiled for small batches (the model's
+`xla_max_batch`); it must compute the same allocations as the plain (eager) path, and stay causal."""
 import numpy as np
 import pytest
 
@@ -10,14 +10,13 @@ tf = pytest.importorskip("tensorflow")
 
 @pytest.mark.parametrize("recurrent", ["tkan", "lstm"])
 def test_xla_small_batch_inference_equals_plain_path(recurrent):
-    from lem_model import model as model_module
-    assert model_module.XLA_MAX_BATCH >= 1
     model = tiny_model(recurrent=recurrent)
+    assert model.xla_max_batch >= 1
     traced = tf.function(lambda x: model(x, training=False))
-    for batch in (1, 3, model_module.XLA_MAX_BATCH + 1):
+    for batch in (1, 3, model.xla_max_batch + 1):
         x = random_inputs(batch, seed=batch)
         plain = model(x, training=False).numpy()          # eager: plain path
-        compiled = traced(x).numpy()                      # traced: XLA when batch <= XLA_MAX_BATCH
+        compiled = traced(x).numpy()                      # traced: XLA when batch <= xla_max_batch
         np.testing.assert_allclose(compiled, plain, **XLA_ALLOC_TOL)
 
 

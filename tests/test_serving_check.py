@@ -14,14 +14,9 @@ from components.serving_check.session_model import SessionModel
 from components.trainer.warmup import SIGNATURES, WARMUP_FILE, read_warmup_requests, warmup_batch_sizes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def small_xla():
-    """XLA path for batches 1..2 only (2 compilations per signature and load instead of 4; the mechanism is
-    the same for any XLA_MAX_BATCH): read when the export traces and when the warm-up sizes are listed."""
-    import lem_model.model as model_module
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model_module, "XLA_MAX_BATCH", 2)
-        yield
+#: The exported model's XLA path covers batches 1..2 only (2 compilations per signature and load instead of 4;
+#: the mechanism is the same for any `xla_max_batch`).
+XLA_MAX = 2
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,8 @@ def good_model(tmp_path_factory, bars):
     root = tmp_path_factory.mktemp("check") / "model"
     path = str(root / "Format-Serving")
     from components.trainer.export import export_serving_model
-    export_serving_model(U.train_tiny_lem(bars, epochs=1), U.FeatureTransformStandIn(**U.SIZES), path, **U.SIZES)
+    export_serving_model(U.train_tiny_lem(bars, epochs=1, xla_max_batch=XLA_MAX), U.FeatureTransformStandIn(**U.SIZES),
+                         path, **U.SIZES)
     return path
 
 
@@ -58,10 +54,8 @@ def test_export_writes_warmup_for_every_signature_at_every_xla_batch_size(good_m
     requests = read_warmup_requests(good_model)
     covered = {(r.model_spec.signature_name, int(next(iter(r.inputs.values())).tensor_shape.dim[0].size))
                for r in requests}
-    import lem_model.model as model_module
-    xla_max = model_module.XLA_MAX_BATCH
-    sizes = warmup_batch_sizes()
-    assert sizes[:-1] == tuple(2 ** k for k in range(xla_max.bit_length())) and sizes[-1] > xla_max
+    sizes = warmup_batch_sizes(XLA_MAX)
+    assert sizes == (1, 2, 4)  # the padded sizes, then one batch on the plain path
     assert covered == {(s, b) for s in SIGNATURES for b in sizes}
     assert os.path.isfile(os.path.join(good_model, WARMUP_FILE))
 
@@ -81,7 +75,7 @@ def test_session_loader_runs_signatures_by_tensor_name(good_model):
 def test_good_model_passes(good_model, examples):
     result = check_serving_model(good_model, examples)
     assert result.passed, result.failures
-    assert result.details["warmup_requests"] == len(SIGNATURES) * len(warmup_batch_sizes())
+    assert result.details["warmup_requests"] == len(SIGNATURES) * len(warmup_batch_sizes(XLA_MAX))
     # serve_tf_examples once, the two bar signatures on all examples and on the first one alone
     assert result.details["comparisons"] == 1 + 2 * 2
 

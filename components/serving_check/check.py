@@ -2,7 +2,7 @@
 with the allocations the Python path computes? (The pre-push check; `component.ServingCheck` runs it.)
 
 1. the warm-up file (`components.trainer.warmup`) exists and covers every signature at every batch size in
-   `warmup_batch_sizes()` (those the XLA path compiles for);
+   `warmup_batch_sizes(xla_max_batch)` (those the model's XLA path compiles for, `lem_model.json`);
 2. the model loads through the session-based loader with tag `serve` (`session_model.SessionModel`, the way
    TF Serving's C++ server loads it);
 3. every warm-up request runs there, by SignatureDef tensor names, as `--enable_model_warmup` replays them;
@@ -23,7 +23,7 @@ import numpy as np
 
 from components.trainer.warmup import read_warmup_requests, warmup_batch_sizes
 from lem_model import layout
-from lem_model.presets import paper_min_rate
+from lem_model.presets import XLA_MAX_BATCH, paper_min_rate
 
 RTOL, ATOL = 1e-5, 1e-6
 BAR_SIGNATURES = ("serving_default", "serve_scenario")
@@ -124,7 +124,8 @@ def check_serving_model(model_dir: str, examples, *, rtol: float = RTOL, atol: f
         signatures = sorted(model.signature_defs)
         result.details["signatures"] = signatures
         if requests:
-            needed = set(warmup_batch_sizes()[:-1])   # the XLA-compiled (padded) sizes
+            xla_max_batch = int(meta.get("xla_max_batch", XLA_MAX_BATCH))  # models exported before it: default
+            needed = set(warmup_batch_sizes(xla_max_batch)[:-1])   # the XLA-compiled (padded) sizes
             for sig in signatures:
                 missing = sorted(needed - coverage.get(sig, set()))
                 if missing:

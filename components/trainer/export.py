@@ -187,14 +187,16 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
             "window_bars": int(total), "default_min_rate": paper_min_rate(n_ahead), "default_max_rate": 1.0,
             "trained_frequencies": rule_context["trained_frequencies"],
             "session_frequencies": rule_context["session_frequencies"],
+            "implementation": model.implementation, "xla_max_batch": int(model.xla_max_batch),
             **dict(metadata or {})}
     os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         f.write(json.dumps(meta, indent=2, default=str))
     if warmup:   # TF Serving's warm-up file: each signature at each batch size the XLA path compiles for
-        from components.trainer.warmup import write_warmup_file
+        from components.trainer.warmup import warmup_batch_sizes, write_warmup_file
         write_warmup_file(export_dir, window_bars=total, n_ahead=n_ahead,
-                          frequencies=tuple(rule_context["trained_frequencies"] or (15,))[:1])
+                          frequencies=tuple(rule_context["trained_frequencies"] or (15,))[:1],
+                          batch_sizes=warmup_batch_sizes(model.xla_max_batch))
     return export_dir
 
 

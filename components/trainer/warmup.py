@@ -5,10 +5,10 @@ server (`serving.server`, through `serving.warmup`) and the pre-push check (`com
 `tensorflow_model_server --enable_model_warmup` (on by default) replays the `PredictionLog`s of that TFRecord
 file when it loads a version, before the version takes traffic, so the first real order does not pay the
 one-off costs. In a LEM SavedModel those are the XLA compilations of the small-batch path
-(`lem_model.model._small_batch_xla`): batches up to `XLA_MAX_BATCH` are padded to the next power of two, so
-each signature compiles once per batch size in `warmup_batch_sizes()` = 1, 2, 4, .. XLA_MAX_BATCH (seconds
-each). The file holds one request per signature and batch size (plus one batch above XLA_MAX_BATCH for the
-plain path), each a flat synthetic order window on the bar grid.
+(`lem_model.fast_tf.small_batch_xla`): batches up to the model's `xla_max_batch` are padded to the next power of
+two, so each signature compiles once per batch size in `warmup_batch_sizes(xla_max_batch)` = 1, 2, 4, ..
+xla_max_batch (seconds each). The file holds one request per signature and batch size (plus one batch above
+xla_max_batch for the plain path), each a flat synthetic order window on the bar grid.
 
     write_warmup_file(export_dir, window_bars=468, n_ahead=12)     # right after tf.saved_model.save
 """
@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from lem_model.presets import paper_min_rate
+from lem_model.presets import XLA_MAX_BATCH, paper_min_rate
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 #: Signatures of a LEM SavedModel the warm-up covers (components.trainer.export).
@@ -27,12 +27,11 @@ SIGNATURES = ("serving_default", "serve_scenario", "serve_tf_examples")
 _START = 1_704_067_200
 
 
-def warmup_batch_sizes() -> tuple:
-    """The batch sizes whose first call compiles something: the powers of two up to `XLA_MAX_BATCH` (the
-    padded sizes `_small_batch_xla` compiles for), then one batch beyond it (the plain path)."""
-    from lem_model.model import XLA_MAX_BATCH
+def warmup_batch_sizes(xla_max_batch: int = XLA_MAX_BATCH) -> tuple:
+    """The batch sizes whose first call compiles something: the powers of two up to the model's `xla_max_batch`
+    (the padded sizes `small_batch_xla` compiles for), then one batch beyond it (the plain path)."""
     sizes, b = [], 1
-    while b <= max(int(XLA_MAX_BATCH), 1):
+    while b <= max(int(xla_max_batch), 1):
         sizes.append(b)
         b *= 2
     return tuple(sizes) + (b,)
