@@ -15,7 +15,9 @@ What it does:
    vs TWAP (volume) with its interval, BUY and SELL mean/std at every minimum period with intervals, each
    baseline's mean and std, the paired comparisons, order counts, the test dates, the paper's numbers of the
    same table and every target of issue #21 with met / not met) and `reproduce-<experiment>.md` (the tables,
-   ours beside the paper's). `--quick` writes under `--output-dir` (default: a temporary folder), never under
+   ours beside the paper's), with one "Concentration" line per frequency: the share of TWAP (volume)'s and the
+   LEM's match-VWAP variance in the top 1 % of orders and the ratio without TWAP's top 1 % (per-order slippage
+   recomputed from the run's newest Trainer model: `reproduce_tails.py`; `--no-concentration` skips it). `--quick` writes under `--output-dir` (default: a temporary folder), never under
    `benchmarks/results/`.
 
 The reference package `lems` 0.1.1 is not run by this script (see the results page for why and what would).
@@ -255,6 +257,43 @@ def page_targets(experiment: str, split_targets: list) -> list:
             for t in split_targets]
 
 
+def concentration(config, split: str, slices: dict) -> dict:
+    """Per slice (overall, each frequency) of `split`: the share of TWAP (volume)'s and the LEM match-VWAP head's
+    variance (sum of squared slippage) carried by the top 1 % / top 10 orders and the match-VWAP std ratio
+    with TWAP's top 1 % of orders left out, with its block-bootstrap interval (`reproduce_tails.concentration`,
+    per-order slippage recomputed by the report's own code from the run's newest Trainer model). `matches_report`
+    says whether the recomputed ratio equals the report's. {"error": ...} when it cannot be computed (the tables
+    are written all the same)."""
+    import numpy as np
+    import reproduce_tails
+    try:
+        orders = reproduce_tails.per_order(config.pipeline_root, split)
+    except Exception as e:  # noqa: BLE001 - reported in the summary, the tables stand without it
+        return {"error": f"{type(e).__name__}: {e}"}
+    masks = {"overall": np.ones(orders["twap"].size, bool)}
+    masks.update({f"{f} min": orders["frequency"] == f for f in sorted(set(orders["frequency"].tolist()))})
+    out = {}
+    for name, mask in masks.items():
+        c = reproduce_tails.slice_concentration(orders, mask)
+        report = (slices.get(name) or {}).get("match_vwap_std_ratio") or {}
+        c["matches_report"] = bool(report) and abs(c.get("ratio", float("nan")) - report["value"]) < 1e-6
+        out[name] = c
+    return out
+
+
+def concentration_line(c: dict | None) -> str:
+    """The Markdown line of one slice's `concentration` block."""
+    if not c or "error" in c or "ratio_without_top" not in c:
+        return "Concentration: not computed" + (f" ({c['error']})" if c and "error" in c else "") + "."
+    return (f"Concentration: the top 1 % of orders ({c['top_k']} of {c['orders']}) carry "
+            f"{100 * c['twap_top_share']:.0f} % of TWAP (volume)'s match-VWAP variance (sum of squared slippage) and "
+            f"{100 * c['lem_buy_top_share']:.0f} % / {100 * c['lem_sell_top_share']:.0f} % of the LEM's (buy / sell; "
+            f"top {c['top_n']} orders: {100 * c['twap_top_n_share']:.0f} % of TWAP's); without TWAP's top 1 % of orders "
+            f"the match-VWAP std ratio is {c['ratio_without_top']:.3f} [{_f(c.get('ratio_without_top_lo'), 3)}, "
+            f"{_f(c.get('ratio_without_top_hi'), 3)}]" + ("" if c.get("matches_report", True) else
+                                                          " (recomputed ratio differs from the report's)") + ".")
+
+
 def summarise(experiment: str, report_dir: str) -> dict:
     """The report's summary.json -> the reproduce JSON's `test` block (slices, paper, targets)."""
     with open(os.path.join(report_dir, "summary.json"), encoding="utf-8") as f:
@@ -308,8 +347,11 @@ def markdown(result: dict) -> str:
         lines += [f"## {f} minutes ({s['orders']} orders)" + (f": ours vs paper {p['table']}" if p else ""), "",
                   f"Match-VWAP std / TWAP (volume) std: {_f(ratio and ratio['value'], 3)} "
                   f"[{_f(ratio and ratio['lo'], 3)}, {_f(ratio and ratio['hi'], 3)}]"
-                  + (f"; paper {p['match_vwap_std_ratio']:.3f}" if p else ""), "",
-                  "| row | ours mean [95 % CI] | ours std | paper mean | paper std |", "|---|---|---|---|---|"]
+                  + (f"; paper {p['match_vwap_std_ratio']:.3f}" if p else ""), ""]
+        if "concentration" in test:
+            conc = test["concentration"]
+            lines += [concentration_line(conc if "error" in conc else conc.get(f"{f} min")), ""]
+        lines += ["| row | ours mean [95 % CI] | ours std | paper mean | paper std |", "|---|---|---|---|---|"]
         for name, key, pkey in (("TWAP (volume)", "twap_volume", "twap_volume"),
                                 ("TWAP (notional)", "twap_notional", "twap_notional"),
                                 ("VWAP curve (volume)", "vwap_curve_volume", None)):
@@ -346,6 +388,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=("test", "eval"), default="test",
                    help="eval: tabulate the eval split of the config's finished run (no run; for choosing variants), "
                         "written to <root>/reproduce-<experiment>-eval.json|md")
+    p.add_argument("--no-concentration", action="store_true",
+                   help="skip the per-slice concentration lines (they re-run the model over the split's orders)")
     a = p.parse_args(argv)
     workdir = None
     if a.quick:
@@ -373,6 +417,9 @@ def main(argv=None) -> int:
               "run": run, "results": summarise(a.experiment, run["report_dir"]),
               "reference_lems": {"status": "separate", "where": "benchmarks/reference_compare.py -> "
                                                                  "benchmarks/results/reference-compare.json"}}
+    if not a.no_concentration:
+        result["results"]["concentration"] = concentration(config, result["results"]["split"] or a.split,
+                                                           result["results"]["slices"])
     result["targets"] = page_targets(a.experiment, result["results"]["targets"])
     os.makedirs(out_dir, exist_ok=True)
     stem = f"reproduce-{a.experiment}" + ("-eval" if a.split == "eval" else "")

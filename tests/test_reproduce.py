@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import reproduce  # noqa: E402
+import reproduce_tails  # noqa: E402
 
 N = 4
 
@@ -78,6 +79,65 @@ def test_paper_tables_are_the_papers():
     assert reproduce.paper_block("dow", "dow")["lem"]["sell"]["match"] == {"mean": 9.67, "std": 53.86}
 
 
+def _tail_orders(n=100, big=50.0):
+    """n orders: TWAP (volume) +-1 bps but one order at `big`; the LEM halves (buy) or scales by 0.4 (sell)
+    every small one and matches TWAP on the big one."""
+    np = pytest.importorskip("numpy")
+    twap = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    twap[7] = big
+    buy, sell = 0.5 * twap, 0.4 * twap
+    buy[7] = sell[7] = big
+    return np, twap, buy, sell
+
+
+def test_concentration_shares_and_the_ratio_without_the_top_orders():
+    np, twap, buy, sell = _tail_orders()
+    c = reproduce_tails.concentration({"buy": buy, "sell": sell}, twap, blocks=np.arange(100) // 5)
+    assert c["orders"] == 100 and c["top_k"] == 1 and c["n_invalid"] == 0          # ceil(1 % of 100)
+    assert c["twap_top_share"] == pytest.approx(2500 / (2500 + 99))
+    assert c["lem_buy_top_share"] == pytest.approx(2500 / (2500 + 99 * 0.25))
+    assert c["lem_sell_share_in_twap_top"] == pytest.approx(2500 / (2500 + 99 * 0.16))
+    assert c["twap_top_n_share"] == pytest.approx((2500 + 9) / (2500 + 99))        # top 10 orders
+    assert c["ratio"] == pytest.approx(max(buy.std(ddof=1), sell.std(ddof=1)) / twap.std(ddof=1))
+    assert c["ratio"] > 0.95                      # one order decides the whole-slice ratio ...
+    assert c["ratio_without_top"] == pytest.approx(0.5)   # ... the others are halved (worse side: buy)
+    assert (c["ratio_without_top_lo"], c["ratio_without_top_hi"]) == (pytest.approx(0.5), pytest.approx(0.5))
+    assert c["rms_ratio_in_top"] == pytest.approx(1.0)
+    # the ratio without the top orders is the report's ratio of the remaining orders
+    assert c["ratio_without_top"] == pytest.approx(reproduce_tails.std_ratio({"buy": buy, "sell": sell}, twap,
+                                                                             np.arange(100) != 7))
+
+
+def test_concentration_leaves_out_non_finite_orders():
+    np, twap, buy, sell = _tail_orders(n=101)
+    buy[100] = np.nan
+    c = reproduce_tails.concentration({"buy": buy, "sell": sell}, twap)
+    assert c["orders"] == 100 and c["n_invalid"] == 1 and "ratio_without_top_lo" not in c  # no blocks: no interval
+    assert c["ratio_without_top"] == pytest.approx(0.5)
+
+
+def test_days_and_episodes_of_the_worst_orders():
+    np = pytest.importorskip("numpy")
+    day = 86_400
+    start = np.array([10 * day, 10 * day + 900, 11 * day, 20 * day, 40 * day])
+    values = np.array([3.0, 4.0, 1.0, 0.5, 0.0])
+    shares = reproduce_tails.day_shares(start, values, top=2)
+    assert shares[0] == ("1970-01-11", 2, pytest.approx(25 / 26.25))
+    assert [s[0] for s in shares] == ["1970-01-11", "1970-01-12"]
+    assert reproduce_tails.episodes(start) == [("1970-01-11", "1970-01-12", 3), ("1970-01-21", "1970-01-21", 1),
+                                               ("1970-02-10", "1970-02-10", 1)]
+
+
+def test_concentration_line():
+    np, twap, buy, sell = _tail_orders()
+    line = reproduce.concentration_line(reproduce_tails.concentration({"buy": buy, "sell": sell}, twap,
+                                                                      blocks=np.arange(100) // 5))
+    assert line.startswith("Concentration: the top 1 % of orders (1 of 100) carry 96 % of TWAP (volume)'s")
+    assert "the match-VWAP std ratio is 0.500 [" in line
+    assert reproduce.concentration_line({"error": "FileNotFoundError: x"}) == \
+        "Concentration: not computed (FileNotFoundError: x)."
+
+
 @pytest.mark.parametrize("experiment,frequencies,table", [("crypto", [15, 90, 240], "Table 6"),
                                                            ("dow", [1440], "Table 1")])
 def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, table):
@@ -101,5 +161,11 @@ def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, 
     assert sum(test["slices"][f"{f} min"]["orders"] for f in frequencies) == test["slices"]["overall"]["orders"]
     assert test["paper"][f"{frequencies[0]} min"]["table"] == table
     assert all(t["met"] in (True, False, None) for t in test["targets"])
+    conc = test["concentration"]
+    for name in ["overall"] + [f"{f} min" for f in frequencies]:
+        assert conc[name]["matches_report"] is True, conc   # per-order recomputation = the report's ratio
+        assert conc[name]["orders"] == test["slices"][name]["orders"]
+        assert 0 < conc[name]["twap_top_share"] <= 1 and conc[name]["ratio_without_top"] > 0
     md = (out / f"reproduce-{experiment}.md").read_text()
     assert f"ours vs paper {table}" in md and "| TWAP (volume) |" in md
+    assert md.count("Concentration: the top 1 % of orders") == len(frequencies)

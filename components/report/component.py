@@ -105,6 +105,19 @@ def ExecutionReportComponent(
                  evaluation_uri=evaluation.uri if evaluation is not None else None)
 
 
+def split_slippage(model_dir: str, split_uri: str):
+    """Every order of the examples under `split_uri` through the SavedModel `model_dir`: (raw examples
+    (`read_raw_examples`), the model's metadata, its sizes {norm_window, lookback, n_ahead}, its allocations
+    [B, N, N+1, 4, 2], the order slippage (`components.evaluator.order_slippage.order_slippage`))."""
+    meta = export.read_metadata(model_dir)
+    sizes = {k: int(meta[k]) for k in ("norm_window", "lookback", "n_ahead")}
+    raw = read_raw_examples(split_uri)
+    allocations = predict_examples(model_dir, raw["serialized"])
+    labels = osl.labels_from_raw(raw["volume"], raw["quote_volume"], raw["timestamp"], raw["frequency_minutes"],
+                                 **sizes)
+    return raw, meta, sizes, allocations, osl.order_slippage(allocations, labels, raw.get(osl.VWAP_CURVE_FEATURE))
+
+
 def write_report(out_dir: str, split_uri: str, model_dir: str, *, split: str = "test", title: str = "LEM",
                  max_curves: int = 400, history=None, blessed=None, evaluation_uri: str | None = None) -> dict:
     """The report of the SavedModel `model_dir` on the examples under `split_uri` (one split of an Examples
@@ -112,21 +125,16 @@ def write_report(out_dir: str, split_uri: str, model_dir: str, *, split: str = "
     the summary (`render.render_report`). The component's body; also used to tabulate another split of a
     finished run (benchmarks/reproduce.py --split eval)."""
     from lem_model import bootstrap
-    meta = export.read_metadata(model_dir)
-    sizes = {k: int(meta[k]) for k in ("norm_window", "lookback", "n_ahead")}
-    raw = read_raw_examples(split_uri)
-    allocations = predict_examples(model_dir, raw["serialized"])
-    labels = osl.labels_from_raw(raw["volume"], raw["quote_volume"], raw["timestamp"], raw["frequency_minutes"],
-                                 **sizes)
-    result = osl.order_slippage(allocations, labels, raw.get(osl.VWAP_CURVE_FEATURE))
+    raw, meta, sizes, allocations, result = split_slippage(model_dir, split_uri)
+    n_orders = len(raw["serialized"])
     o = sizes["norm_window"] + sizes["lookback"]
     starts = raw["timestamp"][:, o]
     blocks = bootstrap.day_blocks(starts)
     day = lambda t: np.datetime_as_string(np.datetime64(int(t), "s"), unit="m")  # noqa: E731
-    ratio = osl.match_std_ratio(result.lem_bps, result.baseline_bps) if len(labels) else float("nan")
+    ratio = osl.match_std_ratio(result.lem_bps, result.baseline_bps) if n_orders else float("nan")
     header = {"split": split, "period (first execution bars, UTC)":
               f"{day(starts.min())} .. {day(starts.max())} ({len(np.unique(blocks))} days)" if len(starts) else "empty",
-              "orders": len(labels),
+              "orders": n_orders,
               "orders per asset": ", ".join(f"{a}: {int((raw['asset'] == a).sum())}" for a in sorted(set(raw["asset"]))),
               "orders per frequency": ", ".join(f"{f} min: {int((raw['frequency_minutes'] == f).sum())}"
                                                 for f in sorted(set(raw["frequency_minutes"].tolist()))),
