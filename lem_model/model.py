@@ -20,7 +20,7 @@ from keras import ops
 
 from lem_model import layout
 from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - SMALL_CONFIG re-exported: lem_model.model.SMALL_CONFIG
-from lem_model.presets import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, XLA_MAX_BATCH
+from lem_model.presets import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, INPUT_CLIP, XLA_MAX_BATCH
 from lem_model.presets import RECURRENT_CHOICES  # noqa: F401 - re-exported: configs check it without Keras
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
                               StepwiseFusedAllocator, VariableSelectionNetwork, soft_clip_tolerance)
@@ -54,7 +54,7 @@ class LargeExecutionModel(keras.Model):
                  num_heads: int = PAPER_CONFIG["num_heads"],
                  fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"], fused_mlp_layers: int = 2,
                  recurrent: str = "tkan", dropout: float = 0.0, clip_sharpness: float = 100.0,
-                 input_clip: float = 1e6, implementation: str = DEFAULT_IMPLEMENTATION,
+                 input_clip: float = INPUT_CLIP, implementation: str = DEFAULT_IMPLEMENTATION,
                  xla_max_batch: int = XLA_MAX_BATCH, **kwargs):
         super().__init__(**kwargs)
         if implementation not in IMPLEMENTATIONS:

@@ -19,6 +19,10 @@ DEFAULT_IMPLEMENTATION = "auto"
 #: up to this size run XLA-compiled. Measured on 2 CPU cores, paper config: the 131 TKAN steps take ~2 ms XLA vs
 #: ~15 ms plain at batch 1 (while-loop overhead per step), break-even near batch 8-16.
 XLA_MAX_BATCH = 8
+#: Default `LargeExecutionModel(input_clip=)`: input bar features are clipped to +-this (in feature units: volume
+#: ratios to the window's normal volume, returns in units of the window's sigma); 1e6 = only guards against
+#: overflow, a smaller value saturates extreme bars outside the range training saw.
+INPUT_CLIP = 1e6
 #: Per-example loss weights by bar frequency in training (`components.trainer.module.frequency_weights`):
 #: "none" (the paper) or "inverse_sqrt" (weight sqrt(f_min / f): slippage scales with the square root of the
 #: order's duration, so without it the longest bars dominate the gradient of a multi-frequency model).

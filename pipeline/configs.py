@@ -25,8 +25,8 @@ from typing import Any, Mapping, Optional
 from components.evaluator.config import EvaluationConfig
 from components.report.config import ReportConfig
 from components.trainer.config import TrainingConfig
-from lem_model.presets import (DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, PAPER_CONFIG, PAPER_SIZES, XLA_MAX_BATCH,
-                              paper_min_rate)
+from lem_model.presets import (DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, INPUT_CLIP, PAPER_CONFIG, PAPER_SIZES,
+                              XLA_MAX_BATCH, paper_min_rate)
 
 
 _DATA_CONFIG_DOC = """Where the bars come from and how examples are cut and split: the ExampleGen's `IngestionConfig`
@@ -106,6 +106,8 @@ class ModelConfig:
     #: then TF Serving needs no `--xla_cpu_compilation_enabled`).
     implementation: str = DEFAULT_IMPLEMENTATION
     xla_max_batch: int = XLA_MAX_BATCH
+    #: bar features clipped to +-input_clip before the model reads them (`lem_model.presets.INPUT_CLIP`)
+    input_clip: float = INPUT_CLIP
 
 
 @dataclass
@@ -313,7 +315,8 @@ def field_rules() -> dict:
                        "outliers": {"choices": tuple(OUTLIER_MODES)},
                        "source_bar_minutes_by_asset": {"keys": str, "values": int, "min": 1}},
         "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)},
-                        "implementation": {"choices": IMPLEMENTATIONS}, "xla_max_batch": {"min": 0}},
+                        "implementation": {"choices": IMPLEMENTATIONS}, "xla_max_batch": {"min": 0},
+                        "input_clip": {"min": 1e-6}},
         "TrainingConfig": {"min_rates": {"items": Optional[float]}, "max_rates": {"items": float},
                            "jit_compile": {"choices": ("auto", True, False)}, "verbose": {"choices": (0, 1, 2)},
                            "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS},
