@@ -17,7 +17,7 @@ import keras
 from keras import ops
 import tensorflow as tf
 
-from lem_model.tkan_fast import kan_constants, kan_weight, spline_bases
+from lem_model.kan_splines import kan_constants, kan_weight, spline_bases
 
 #: Up to this many columns in `matmul_t`'s right operand (e.g. a batch of <= 16 orders in the allocator's
 #: [P, H, B] layout), a^T @ b is computed as (b^T @ a)^T: a vector-matrix product reads the weights a in their
