@@ -317,7 +317,8 @@ def test_model_forms_agree_under_jax(recurrent):
     assert r.returncode == 0, r.stderr[-4000:]
     report = json.loads([s for s in r.stdout.splitlines() if s.startswith("REPORT ")][-1][len("REPORT "):])
     assert report["out_off_twap"] > 1e-3, report        # allocations that depend on the inputs
-    assert report["out_max_diff"] <= 2e-6, report
-    assert abs(report["loss"][0] - report["loss"][1]) <= 1e-5 * abs(report["loss"][1]) + 1e-7, report
+    # two graphs of one function: float32 agreement (XLA's CPU kernels differ between AVX2 and AVX-512 machines)
+    assert report["out_max_diff"] <= 1e-5, report
+    assert abs(report["loss"][0] - report["loss"][1]) <= 1e-4 * abs(report["loss"][1]) + 1e-6, report
     assert report["n_grads"] > 20 and report["zero_grads"] == 0, report
     assert report["grad_rel_diff"] <= 1e-4, report
