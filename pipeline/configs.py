@@ -41,7 +41,8 @@ _DATA_CONFIG_DOC = """Where the bars come from and how examples are cut and spli
     input_patterns: substrings of the files' relative paths (or globs) selecting them. source_bar_minutes
     (or source_bar_minutes_by_asset): the ONE source bar length to read per asset where a file holds two
     (otherwise refused). outliers: "flag" | "drop" | "off" for causal outlier bars (outlier_window,
-    outlier_volume_z, outlier_return_z).
+    outlier_volume_z, outlier_return_z). quote_volume: "file" (each file's own) | "volume_x_adj_close"
+    (volume x adjusted close, the paper's equity notional).
     """
 
 
@@ -302,7 +303,7 @@ def field_rules() -> dict:
     The allowed values come from the code that uses them (one definition each)."""
     from components.example_gen.config import SPLIT_NAMES
     from components.market_data.outliers import OUTLIER_MODES
-    from components.market_data.readers import BAD_ROW_POLICIES
+    from components.market_data.readers import BAD_ROW_POLICIES, QUOTE_VOLUME_RULES
     from components.market_data.resample import MISSING_RULES
     from lem_model.presets import FREQUENCY_WEIGHTINGS, RECURRENT_CHOICES
     strings = {"items": str}
@@ -312,6 +313,7 @@ def field_rules() -> dict:
                        "missing_bar_rule": {"choices": tuple(MISSING_RULES)},
                        "missing_bar_rule_by_frequency": {"keys": int, "values": str, "choices": tuple(MISSING_RULES)},
                        "bad_rows": {"choices": tuple(BAD_ROW_POLICIES)}, "input_patterns": strings,
+                       "quote_volume": {"choices": tuple(QUOTE_VOLUME_RULES)},
                        "outliers": {"choices": tuple(OUTLIER_MODES)},
                        "source_bar_minutes_by_asset": {"keys": str, "values": int, "min": 1}},
         "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)},

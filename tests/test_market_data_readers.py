@@ -53,6 +53,48 @@ def test_tidy_csv_and_parquet():
     assert set(pq.source_minutes) == {60} and len(pq) == 5 and pq.timestamp.iloc[0] == utc("2024-03-01")
 
 
+@pytest.mark.parametrize("ext", ["parquet", "csv"])
+def test_tidy_quote_volume_from_adjusted_close_on_request(tmp_path, ext):
+    """quote_volume="volume_x_adj_close": volume x adj_close on every row, over the file's own quote_volume
+    (the paper's equity notional); the default keeps the file's. Adjusted prices are checked like prices."""
+    frame = pd.DataFrame({"timestamp": pd.date_range("2020-01-02", periods=4, freq="D", tz="UTC"),
+                          "asset": "KO", "frequency": "1d", "close": [50.0, 51.0, 52.0, 53.0],
+                          "adj_close": [40.0, 41.0, 42.5, 43.0], "volume": [10.0, 20.0, 30.0, 40.0]})
+    frame["quote_volume"] = frame.volume * frame.close
+    path = tmp_path / f"dow.{ext}"
+    frame.to_parquet(path) if ext == "parquet" else frame.to_csv(path, index=False)
+    own = readers.read_bars(str(path))
+    np.testing.assert_allclose(own.quote_volume.values, [500.0, 1020.0, 1560.0, 2120.0])
+    adj = pd.concat([pd.DataFrame({"v": c.volume, "q": c.quote_volume}) for c in
+                     readers.read_file(str(path), quote_volume="volume_x_adj_close")])
+    np.testing.assert_allclose(adj.q.values, [400.0, 820.0, 1275.0, 1720.0])
+    np.testing.assert_allclose(adj.v.values, frame.volume.values)
+    with pytest.raises(MarketDataError, match=r"missing column\(s\) \['adj_close'\]"):
+        list(readers.read_file(_write(tmp_path / f"no_adj.{ext}", frame.drop(columns=["adj_close"])),
+                               quote_volume="volume_x_adj_close"))
+    bad = frame.assign(adj_close=[40.0, -1.0, 42.5, 43.0])
+    row = 2 if ext == "parquet" else 3  # Parquet: data rows; CSV: lines with the header
+    with pytest.raises(MarketDataError, match=f"row {row}: zero or negative price"):
+        list(readers.read_file(_write(tmp_path / f"bad.{ext}", bad), quote_volume="volume_x_adj_close"))
+    with pytest.raises(ValueError, match="quote_volume must be one of"):
+        readers.read_file(str(path), quote_volume="adjusted")
+
+
+def _write(path, frame):
+    frame.to_parquet(path) if str(path).endswith(".parquet") else frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_quote_volume_from_adjusted_close_refuses_files_without_one(tmp_path):
+    yahoo = write(tmp_path, "ABC.csv", "Date,Open,High,Low,Close,Volume\n2020-01-02,1,1,1,2,10\n")
+    assert readers.read_bars(yahoo).quote_volume.tolist() == [20.0]  # default: Close when no Adj Close
+    with pytest.raises(MarketDataError, match=r"ABC.csv.*\['Adj Close'\]"):
+        list(readers.read_file(yahoo, quote_volume="volume_x_adj_close"))
+    kline = os.path.join(FIX, "binance", "ETHUSDT-15m-2025-01-02.csv")
+    with pytest.raises(MarketDataError, match="Binance klines do not have"):
+        readers.read_file(kline, quote_volume="volume_x_adj_close")
+
+
 def test_chunked_reading_gives_the_same_bars(tmp_path):
     p = os.path.join(FIX, "binance", "BTCUSDT-1m-2018-02.zip")
     chunks = list(readers.read_file(p, chunk_rows=3))

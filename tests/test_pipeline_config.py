@@ -68,7 +68,7 @@ def test_every_data_field_reaches_the_example_gen_config():
     changed = {"frequencies": [60, 1440], "stride": 3, "stride_by_frequency": {"1440": 1},
                "start": "2019-01-01", "eval_start": "2020-06-01", "test_start": "2021-01-01", "end": "2022-01-01",
                "embargo_bars": 5, "missing_bar_rule": "skip", "missing_bar_rule_by_frequency": {"60": "zero_fill"},
-               "max_gap_bars": 3, "bad_rows": "drop", "min_examples_per_split": 7, "input_patterns": ["binance"],
+               "max_gap_bars": 3, "bad_rows": "drop", "quote_volume": "volume_x_adj_close", "min_examples_per_split": 7, "input_patterns": ["binance"],
                "source_bar_minutes": 15, "source_bar_minutes_by_asset": {"AAPL": 1440}, "outliers": "drop",
                "outlier_window": 48, "outlier_volume_z": 9.5, "outlier_return_z": 150}
     assert set(changed) == set(INGESTION_DATA_FIELDS)
@@ -77,7 +77,7 @@ def test_every_data_field_reaches_the_example_gen_config():
     assert got == IngestionConfig(
         frequencies=(60, 1440), norm_window=40, lookback=20, n_ahead=6, stride=3, stride_by_frequency={1440: 1},
         start="2019-01-01", eval_start="2020-06-01", test_start="2021-01-01", end="2022-01-01", embargo_bars=5,
-        missing_bar_rule="skip", missing_bar_rule_by_frequency={60: "zero_fill"}, max_gap_bars=3, bad_rows="drop",
+        missing_bar_rule="skip", missing_bar_rule_by_frequency={60: "zero_fill"}, max_gap_bars=3, bad_rows="drop", quote_volume="volume_x_adj_close",
         min_examples_per_split=7, input_patterns=("binance",), source_bar_minutes=15,
         source_bar_minutes_by_asset={"AAPL": 1440}, outliers="drop", outlier_window=48, outlier_volume_z=9.5,
         outlier_return_z=150.0)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from components.market_data.outliers import OUTLIER_MODES
 from components.market_data.resample import MISSING_RULES
-from components.market_data.readers import BAD_ROW_POLICIES
+from components.market_data.readers import BAD_ROW_POLICIES, QUOTE_VOLUME_RULES
 from lem_model.presets import PAPER_SIZES
 
 SPLIT_NAMES = ("train", "eval", "test")
@@ -37,6 +37,9 @@ class IngestionConfig:
       `missing_bar_rule_by_frequency` (default daily bars: "skip", trading days are consecutive), gaps longer
       than `max_gap_bars` split a series (see `components.market_data.resample`).
     `bad_rows`: "error" (default) or "drop" (counted) for bad values (see `components.market_data.readers`).
+    `quote_volume`: "file" (default: each file's own quote volume, see `components.market_data.readers`) or
+      "volume_x_adj_close" (volume x adjusted close on every row, the paper's equity notional, §3.2; a file
+      without an adjusted close is refused).
     `min_examples_per_split`: the run fails when a split gets fewer examples; the message lists, per asset
       and frequency, the source bar length used, the bars' date range and the examples per split.
     `input_patterns`: which files under the input base to read (`components.market_data.readers.
@@ -73,6 +76,7 @@ class IngestionConfig:
     missing_bar_rule_by_frequency: Mapping[int, str] = dataclasses.field(default_factory=lambda: {1440: "skip"})
     max_gap_bars: int = 8
     bad_rows: str = "error"
+    quote_volume: str = "file"
     min_examples_per_split: int = 1
     input_patterns: Sequence[str] = ("*",)
     source_bar_minutes: Optional[int] = None
@@ -95,6 +99,8 @@ class IngestionConfig:
             raise ValueError(f"missing-bar rules must be in {MISSING_RULES}, got {rules}")
         if self.bad_rows not in BAD_ROW_POLICIES:
             raise ValueError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {self.bad_rows!r}")
+        if self.quote_volume not in QUOTE_VOLUME_RULES:
+            raise ValueError(f"quote_volume must be one of {QUOTE_VOLUME_RULES}, got {self.quote_volume!r}")
         if self.outliers not in OUTLIER_MODES:
             raise ValueError(f"outliers must be one of {OUTLIER_MODES}, got {self.outliers!r}")
         if int(self.outlier_window) < 4 or not float(self.outlier_volume_z) > 0 or not float(self.outlier_return_z) > 0:

@@ -299,7 +299,7 @@ def read_asset(asset: str, paths: Sequence[str], config: IngestionConfig, counts
     chunks = []
     for path in sorted(paths):
         for chunk in readers.read_file(path, bad_rows=config.bad_rows, drops=counts, chunk_rows=config.chunk_rows,
-                                       asset=asset):
+                                       asset=asset, quote_volume=config.quote_volume):
             _count(counts, "rows_read", chunk.n_read)
             if len(chunk):
                 chunks.append(chunk)

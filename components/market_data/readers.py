@@ -21,6 +21,8 @@ Formats (`detect_format` picks one from the file name and first line):
     15-minute rows) is refused, naming the file, the asset and the bar lengths found with their counts
     (rows of two bar lengths cannot be told apart without the label; with it, each length is its own
     series and the ExampleGen takes one per asset, see `IngestionConfig.source_bar_minutes`).
+    With `quote_volume="volume_x_adj_close"` (`QUOTE_VOLUME_RULES`) the quote volume is volume x `adj_close`
+    on every row instead (the paper's equity notional); a file without `adj_close` is refused.
 
 Bad input (item 7 of the spec) and what happens:
   * always an error (`MarketDataError` naming file, row and problem): missing or misnamed columns,
@@ -59,6 +61,11 @@ DROP_NEGATIVE_VOLUME = "rows_negative_volume"
 DROP_NON_POSITIVE_PRICE = "rows_non_positive_price"
 DROP_DUPLICATE_TIMESTAMP = "rows_duplicate_timestamp"
 BAD_ROW_POLICIES = ("error", "drop")
+#: How a bar's quote volume is made (`IngestionConfig.quote_volume`): "file" = the file's own (Binance: its
+#: quote volume; tidy: its `quote_volume` column, else volume x close; Yahoo: Volume x Adj Close);
+#: "volume_x_adj_close" = volume x adjusted close on every row (paper §3.2 for equities; tidy files need an
+#: `adj_close` column, Yahoo files an `Adj Close` one; Binance klines have none and are refused).
+QUOTE_VOLUME_RULES = ("file", "volume_x_adj_close")
 
 BINANCE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
                    "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore")
@@ -176,18 +183,27 @@ def list_input_files(input_base: str, patterns: Sequence[str] = ("*",)) -> list[
 
 
 def read_file(path: str, *, bad_rows: str = "error", drops: MutableMapping[str, int] | None = None,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, asset: str | None = None) -> Iterator[BarChunk]:
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, asset: str | None = None,
+              quote_volume: str = "file") -> Iterator[BarChunk]:
     """Stream the validated bars of one file as `BarChunk`s (see the module docstring); with `asset`, only
-    that asset's rows (tidy files: the other rows are skipped unparsed; row numbers stay those of the file)."""
+    that asset's rows (tidy files: the other rows are skipped unparsed; row numbers stay those of the file).
+    `quote_volume`: one of `QUOTE_VOLUME_RULES`."""
+    if quote_volume not in QUOTE_VOLUME_RULES:
+        raise ValueError(f"quote_volume must be one of {QUOTE_VOLUME_RULES}, got {quote_volume!r}")
     fmt = _named(path, detect_format, path)
     if fmt == "tidy":
-        return _named_iter(path, read_tidy(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, asset=asset))
+        return _named_iter(path, read_tidy(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, asset=asset,
+                                           quote_volume=quote_volume))
     reader = {"binance": read_binance_klines, "yahoo": read_yahoo_daily}.get(fmt)
     if reader is None:
         raise MarketDataError(f"{path}: not a market-data file (.csv, .zip or .parquet)")
+    if fmt == "binance" and quote_volume != "file":
+        raise MarketDataError(f"{path}: quote_volume={quote_volume!r} needs an adjusted close, which Binance klines "
+                              f"do not have: use quote_volume='file' (their true quote volume)")
     if asset is not None and asset not in list_assets(path):
         return iter(())
-    return _named_iter(path, reader(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows))
+    options = {"quote_volume": quote_volume} if fmt == "yahoo" else {}
+    return _named_iter(path, reader(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, **options))
 
 
 def _read_error(path: str, e: Exception) -> MarketDataError:
@@ -516,15 +532,18 @@ def _parse_times_us(values: pd.Series, path: str, rows: np.ndarray, col: str) ->
     return dt.astype("int64").to_numpy() // 1000
 
 
-def read_yahoo_daily(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS
-                     ) -> Iterator[BarChunk]:
-    """Yahoo-style daily CSV (asset = file stem) -> `BarChunk`s; quote volume = Volume x Adj Close."""
+def read_yahoo_daily(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                     quote_volume: str = "file") -> Iterator[BarChunk]:
+    """Yahoo-style daily CSV (asset = file stem) -> `BarChunk`s; quote volume = Volume x Adj Close (Close
+    when the file has no Adj Close, unless `quote_volume="volume_x_adj_close"`, which requires it)."""
     asset = os.path.splitext(os.path.basename(path))[0]
     last_ts: dict = {}
     start = 2
     for frame in pd.read_csv(path, chunksize=chunk_rows, dtype={"Date": str}):
         frame.columns = [c.strip() for c in frame.columns]
         _require(path, frame.columns, YAHOO_REQUIRED, "Yahoo")
+        if quote_volume == "volume_x_adj_close":
+            _require(path, frame.columns, ("Adj Close",), "Yahoo (quote_volume='volume_x_adj_close')")
         price_col = "Adj Close" if "Adj Close" in frame.columns else "Close"
         _require(path, frame.columns, (price_col,), "Yahoo")
         rows = np.arange(start, start + len(frame))
@@ -552,15 +571,18 @@ def _asset_mask(column, asset: str) -> np.ndarray:
     return _asset_strings(column.to_pandas()) == asset
 
 
-def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None
+def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None, extra: Sequence[str] = ()
                  ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-    """(frame, 1-based row numbers) chunks of a tidy file; with `asset`, only that asset's rows."""
+    """(frame, 1-based row numbers) chunks of a tidy file; with `asset`, only that asset's rows. `extra`:
+    columns required beyond `TIDY_REQUIRED` (and read)."""
+    required = (*TIDY_REQUIRED, *extra)
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
         pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER, pre_buffer=False)  # stream pages
         names = pf.schema_arrow.names
-        _require(path, names, TIDY_REQUIRED, "tidy")
-        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", "frequency") if c in names]
+        _require(path, names, required, "tidy")
+        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", *extra, "frequency")
+                  if c in names]
         start = 1
         # Filtering for one asset scans the whole file: smaller scan batches bound the decode buffers.
         scan_rows = chunk_rows if asset is None else min(chunk_rows, _FILTER_SCAN_ROWS)
@@ -577,7 +599,7 @@ def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None
         start = 2
         for frame in pd.read_csv(path, chunksize=chunk_rows, dtype={"timestamp": str, "asset": str}):
             frame.columns = [c.strip() for c in frame.columns]
-            _require(path, frame.columns, TIDY_REQUIRED, "tidy")
+            _require(path, frame.columns, required, "tidy")
             rows = np.arange(start, start + len(frame))
             start += len(frame)
             if asset is not None:
@@ -589,20 +611,26 @@ def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None
 
 
 def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-              asset: str | None = None) -> Iterator[BarChunk]:
-    """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, frequency]`) -> `BarChunk`s,
-    one per (asset, bar length) present in each chunk; with `asset`, that asset's rows only."""
+              asset: str | None = None, quote_volume: str = "file") -> Iterator[BarChunk]:
+    """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, adj_close][, frequency]`) ->
+    `BarChunk`s, one per (asset, bar length) present in each chunk; with `asset`, that asset's rows only.
+    `quote_volume="volume_x_adj_close"`: quote volume = volume x adj_close on every row (and adj_close is the
+    price checked for non-positive values)."""
     last_ts: dict = {}
     inferred: dict = {}
     unlabelled: dict = {}  # asset -> open times of its unlabelled rows (checked for a second bar length)
-    for frame, rows in _tidy_frames(path, chunk_rows, asset):
-        if "quote_volume" not in frame.columns and "close" not in frame.columns:
+    adjusted = quote_volume == "volume_x_adj_close"
+    for frame, rows in _tidy_frames(path, chunk_rows, asset, extra=("adj_close",) if adjusted else ()):
+        if "quote_volume" not in frame.columns and "close" not in frame.columns and not adjusted:
             raise MarketDataError(f"{path}: row 1: needs quote_volume, or close to estimate it as volume x close; "
                                   f"found {list(frame.columns)}")
         ts = _parse_times(frame["timestamp"], path, rows, "timestamp")
         volume = _numeric(frame, "volume", path, rows)
         close = _numeric(frame, "close", path, rows) if "close" in frame.columns else None
-        if "quote_volume" in frame.columns:
+        if adjusted:
+            close = _numeric(frame, "adj_close", path, rows)
+            quote = volume * close
+        elif "quote_volume" in frame.columns:
             quote = _numeric(frame, "quote_volume", path, rows)
             if close is not None:  # estimate only where the quote volume is missing
                 quote = np.where(frame["quote_volume"].isna().to_numpy(), volume * close, quote)
