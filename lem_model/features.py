@@ -67,6 +67,8 @@ BAR_FEATURE_NAMES = (
     "log_frequency",     # log(frequency_minutes) / log(1440)
 )
 NUM_BAR_FEATURES = len(BAR_FEATURE_NAMES)
+#: Column of the linear `volume` feature (bounded by `LargeExecutionModel(volume_clip=)`).
+VOLUME_COLUMN = BAR_FEATURE_NAMES.index("volume")
 #: Label columns (same as `lem_model.layout.LABEL_VOLUME`, `LABEL_VWAP`).
 LABEL_NAMES = ("volume", "vwap")
 

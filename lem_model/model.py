@@ -11,7 +11,8 @@ Causality by construction: the context block runs over bars 0..L+N-2 only (causa
 attention, position-wise layers), and step k reads position L+k-1, i.e. bars < L+k = bars before its own
 execution bar o+k: the realized bars o..o+k-1 feed later steps, the bar it trades in never does.
 Non-finite bar values are replaced by 0 and bars are clipped to +-`input_clip`, so placeholders in not yet
-realized bars cannot poison earlier steps through NaN arithmetic.
+realized bars cannot poison earlier steps through NaN arithmetic; `volume_clip` bounds the linear `volume`
+feature (bar volume / normal volume) alone, leaving its log1p (`log_volume`) to tell larger surges apart.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import keras
 from keras import ops
 
 from lem_model import layout
+from lem_model.features import VOLUME_COLUMN
 from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - SMALL_CONFIG re-exported: lem_model.model.SMALL_CONFIG
 from lem_model.presets import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, INPUT_CLIP, XLA_MAX_BATCH
 from lem_model.presets import RECURRENT_CHOICES  # noqa: F401 - re-exported: configs check it without Keras
@@ -35,7 +37,9 @@ class LargeExecutionModel(keras.Model):
     Args (sizes in bars or units): lookback L, n_ahead N, hidden_size H (recurrent/attention), num_embedding
     E (per-feature embedding and VSN), num_heads (H must be divisible by it), fused_mlp_hidden_dim and
     fused_mlp_layers (hidden layers of each fused MLP), recurrent ("tkan"|"lstm"|"gru"), dropout,
-    clip_sharpness (lambda of eq. 25; a step may exceed max_rate by at most 0.278/lambda), input_clip.
+    clip_sharpness (lambda of eq. 25; a step may exceed max_rate by at most 0.278/lambda), input_clip (every
+    bar feature to +-this), volume_clip (the linear `volume` feature, column `lem_model.features.VOLUME_COLUMN`,
+    to at most this; default `input_clip`'s value, i.e. no extra bound).
 
     implementation: how the same function is computed, as Keras' LSTM has `use_cudnn`:
       - "reference": each layer's own `call` (`lem_model.layers`), the definition to read;
@@ -54,7 +58,8 @@ class LargeExecutionModel(keras.Model):
                  num_heads: int = PAPER_CONFIG["num_heads"],
                  fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"], fused_mlp_layers: int = 2,
                  recurrent: str = "tkan", dropout: float = 0.0, clip_sharpness: float = 100.0,
-                 input_clip: float = INPUT_CLIP, implementation: str = DEFAULT_IMPLEMENTATION,
+                 input_clip: float = INPUT_CLIP, volume_clip: float = INPUT_CLIP,
+                 implementation: str = DEFAULT_IMPLEMENTATION,
                  xla_max_batch: int = XLA_MAX_BATCH, **kwargs):
         super().__init__(**kwargs)
         if implementation not in IMPLEMENTATIONS:
@@ -70,6 +75,9 @@ class LargeExecutionModel(keras.Model):
         self.fused_mlp_hidden_dim, self.fused_mlp_layers = int(fused_mlp_hidden_dim), int(fused_mlp_layers)
         self.recurrent, self.dropout = recurrent, float(dropout)
         self.clip_sharpness, self.input_clip = float(clip_sharpness), float(input_clip)
+        self.volume_clip = float(volume_clip)
+        if not self.volume_clip > 0:
+            raise ValueError(f"volume_clip must be > 0, got {volume_clip}")
         self.implementation, self.xla_max_batch = implementation, int(xla_max_batch)
         self.num_paths = layout.num_min_periods(self.n_ahead) * layout.PATHS_PER_MIN_PERIOD
 
@@ -164,6 +172,9 @@ class LargeExecutionModel(keras.Model):
         # positions 0..L+N-2 = bars 0..L+N-2; the last execution bar is never an input
         x = bars[:, : self.lookback + self.n_ahead - 1]
         x = ops.clip(ops.where(ops.isfinite(x), x, 0.0), -self.input_clip, self.input_clip)
+        if self.volume_clip < self.input_clip:
+            v = VOLUME_COLUMN
+            x = ops.concatenate([x[..., :v], ops.minimum(x[..., v:v + 1], self.volume_clip), x[..., v + 1:]], axis=-1)
         return x, min_rate, max_rate
 
     def step_inputs(self, c, x, min_rate, max_rate):
@@ -193,6 +204,7 @@ class LargeExecutionModel(keras.Model):
                 "num_heads": self.num_heads, "fused_mlp_hidden_dim": self.fused_mlp_hidden_dim,
                 "fused_mlp_layers": self.fused_mlp_layers, "recurrent": self.recurrent,
                 "dropout": self.dropout, "clip_sharpness": self.clip_sharpness, "input_clip": self.input_clip,
+                "volume_clip": self.volume_clip,
                 "implementation": self.implementation, "xla_max_batch": self.xla_max_batch}
 
     @classmethod

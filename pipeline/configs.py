@@ -109,6 +109,8 @@ class ModelConfig:
     xla_max_batch: int = XLA_MAX_BATCH
     #: bar features clipped to +-input_clip before the model reads them (`lem_model.presets.INPUT_CLIP`)
     input_clip: float = INPUT_CLIP
+    #: the linear `volume` feature (volume / normal volume) clipped to at most volume_clip; its log1p is kept
+    volume_clip: float = INPUT_CLIP
 
 
 @dataclass
@@ -318,7 +320,7 @@ def field_rules() -> dict:
                        "source_bar_minutes_by_asset": {"keys": str, "values": int, "min": 1}},
         "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)},
                         "implementation": {"choices": IMPLEMENTATIONS}, "xla_max_batch": {"min": 0},
-                        "input_clip": {"min": 1e-6}},
+                        "input_clip": {"min": 1e-6}, "volume_clip": {"min": 1e-6}},
         "TrainingConfig": {"min_rates": {"items": Optional[float]}, "max_rates": {"items": float},
                            "jit_compile": {"choices": ("auto", True, False)}, "verbose": {"choices": (0, 1, 2)},
                            "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS},

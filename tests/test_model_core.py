@@ -81,3 +81,27 @@ def test_config_round_trip(model):
     for key in ("lookback", "n_ahead", "hidden_size", "num_embedding", "num_heads", "fused_mlp_hidden_dim",
                 "fused_mlp_layers", "recurrent", "clip_sharpness"):
         assert getattr(clone, key) == getattr(model, key)
+
+
+def test_volume_clip_bounds_the_linear_volume_feature_only():
+    """volume_clip: only column VOLUME_COLUMN is bounded (from above); a surge beyond it changes nothing more,
+    while every other feature, and the volume below the bound, still moves the allocations. Saved in the
+    config; the default adds no bound."""
+    from lem_model.features import VOLUME_COLUMN
+    plain = tiny_model()
+    clipped = tiny_model(volume_clip=3.0)
+    clipped.set_weights(plain.get_weights())
+    assert LargeExecutionModel.from_config(clipped.get_config()).volume_clip == 3.0
+    assert plain.volume_clip == plain.input_clip  # default: no extra bound
+    x = random_inputs(3, scale=0.5)
+    np.testing.assert_allclose(np.asarray(clipped(x)), np.asarray(plain(x)), rtol=0, atol=1e-6)  # all below 3
+    surge, bigger = ({k: v.copy() for k, v in x.items()} for _ in range(2))
+    surge["bars"][:, 5, VOLUME_COLUMN] = 20.0
+    bigger["bars"][:, 5, VOLUME_COLUMN] = 80.0
+    np.testing.assert_array_equal(np.asarray(clipped(surge)), np.asarray(clipped(bigger)))
+    assert np.abs(np.asarray(plain(surge)) - np.asarray(plain(bigger))).max() > 1e-4
+    other = {k: v.copy() for k, v in surge.items()}
+    other["bars"][:, 5, VOLUME_COLUMN + 1] += 2.0
+    assert np.abs(np.asarray(clipped(other)) - np.asarray(clipped(surge))).max() > 1e-4
+    with pytest.raises(ValueError, match="volume_clip must be > 0"):
+        tiny_model(volume_clip=0.0)
