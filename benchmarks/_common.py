@@ -76,10 +76,15 @@ def latest_artifact(pipeline_root: str, component: str, output: str) -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout (\"unknown\" outside git)."""
+    """Short commit of the checkout, with "+dirty" when tracked files outside the results differ from it (the
+    code that ran is then not that commit's); "unknown" outside git."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":(exclude)benchmarks/results", ":(exclude)benchmarks/RESULTS.md"],
+                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if changed else "")
     except Exception:  # noqa: BLE001 - not a git checkout
         return "unknown"
 

@@ -135,3 +135,26 @@ def test_write_result_records_where_and_how_a_figure_was_measured(tmp_path):
     assert out["targets"] == [{"target": "t", "value": 1.5, "goal": "< 2", "met": True, "page": True}]
     assert out["extra"] == 3 and out["name"] == "x"
     assert {"date", "commit", "machine", "command"} <= set(out) and out["machine"]["cores"] >= 1
+
+
+def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypatch):
+    """A result written from uncommitted code says so ("+dirty"); the benchmark's own outputs do not count."""
+    import subprocess
+
+    import _common
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("code.py", "benchmarks/results/r.json", "benchmarks/RESULTS.md"):
+        (tmp_path / name).write_text("1\n")
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(_common, "ROOT", str(tmp_path))
+    assert _common.git_commit() == head
+    (tmp_path / "benchmarks/results/r.json").write_text("2\n")
+    (tmp_path / "benchmarks/RESULTS.md").write_text("2\n")
+    (tmp_path / "untracked.txt").write_text("new\n")
+    assert _common.git_commit() == head
+    (tmp_path / "code.py").write_text("2\n")
+    assert _common.git_commit() == head + "+dirty"
