@@ -46,6 +46,8 @@ def test_input_fn_tiles_each_batch_once_per_constraint_configuration():
     ds = module.input_fn(["f"], accessor, _TransformOutput(), batch_size=4, constraints=constraints, shuffle=True,
                          seed=7)
     assert accessor.options.shuffle and accessor.options.num_epochs == 1 and accessor.options.label_key == "labels"
+    # no autotuning: its model thread made each exhausted iterator's destructor wait up to 60 s (module.input_options)
+    assert ds.options().autotune.enabled is False
     batches = list(ds.as_numpy_iterator())
     assert [len(y) for _, y in batches] == [8, 8, 4]  # K * batch rows, one finite pass
     x, y = batches[0]
