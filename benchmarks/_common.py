@@ -76,13 +76,13 @@ def latest_artifact(pipeline_root: str, component: str, output: str) -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout, with "+dirty" when tracked files outside the results differ from it (the
-    code that ran is then not that commit's); "unknown" outside git."""
+    """Short commit of the checkout, with "+dirty" when tracked files other than Markdown and the results differ
+    from it (the code or configs that ran are then not that commit's); "unknown" outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                  ":(exclude)benchmarks/results", ":(exclude)benchmarks/RESULTS.md"],
+                                  ":(exclude)benchmarks/results", ":(exclude,glob)**/*.md"],
                                  cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if changed else "")
     except Exception:  # noqa: BLE001 - not a git checkout

@@ -138,14 +138,15 @@ def test_write_result_records_where_and_how_a_figure_was_measured(tmp_path):
 
 
 def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypatch):
-    """A result written from uncommitted code says so ("+dirty"); the benchmark's own outputs do not count."""
+    """A result written from uncommitted code says so ("+dirty"); the benchmark's own outputs and Markdown
+    (notes, the results page) do not count."""
     import subprocess
 
     import _common
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    for name in ("code.py", "benchmarks/results/r.json", "benchmarks/RESULTS.md"):
+    for name in ("code.py", "benchmarks/results/r.json", "benchmarks/RESULTS.md", "benchmarks/HISTORY.md"):
         (tmp_path / name).write_text("1\n")
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
@@ -154,6 +155,7 @@ def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypat
     assert _common.git_commit() == head
     (tmp_path / "benchmarks/results/r.json").write_text("2\n")
     (tmp_path / "benchmarks/RESULTS.md").write_text("2\n")
+    (tmp_path / "benchmarks/HISTORY.md").write_text("2\n")
     (tmp_path / "untracked.txt").write_text("new\n")
     assert _common.git_commit() == head
     (tmp_path / "code.py").write_text("2\n")
