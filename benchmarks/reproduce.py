@@ -70,7 +70,9 @@ def quick_config(experiment: str, workdir: str) -> str:
     else:
         bars = generate_bars(["AAPL", "MSFT", "JPM"], start="2022-01-03", periods=520, freq_minutes=1440,
                              trading_days_only=True)
-        write_tidy(bars, os.path.join(data_dir, "dow30_daily_yahoo_2000_2024.parquet"))
+        # the real file's layout, adj_close included (dow.yaml reads it); generated stocks pay no dividend
+        write_tidy(bars.assign(adj_close=bars["close"]), os.path.join(data_dir, "dow30_daily_yahoo_2000_2024.parquet"),
+                   columns=("timestamp", "asset", "volume", "quote_volume", "close", "adj_close"))
         data = {"start": None, "eval_start": "2023-01-01", "test_start": "2023-07-01", "end": None, "stride": 1,
                 "embargo_bars": 2}
     root = os.path.join(workdir, "run")
