@@ -112,3 +112,27 @@ def test_reference_variants_published_sees_its_own_bar_causal_does_not(tmp_path)
     assert not published["steps_that_see_later_bars"]            # exactly one bar of look-ahead
     for name in impls:
         _check_allocations(np.load(tmp_path / f"{name}.npz")["allocations"], 16, 4)
+
+
+def test_paired_figures_decide_ahead_by_their_intervals(tmp_path):
+    """Ours vs another implementation on the issue's six figures: identical allocations are ahead on none
+    (ratio 1, difference 0); TWAP-like allocations against all-in-the-first-bar ones win the std at minimum
+    period N with their intervals, on the same orders."""
+    subset = rc.load_subset(generated_subset(tmp_path / "subset.npz", n_test=48))
+    b, n = len(subset["test_volume"]), SIZES["n_ahead"]
+    uniform = np.full((b, n, n + 1, 4, 2), 1.0 / n, np.float32)
+    front = np.zeros_like(uniform)
+    front[:, 0] = 1.0
+    ev = rc.evaluate(subset, {"ours": uniform, "same": uniform, "front": front}, n_boot=200)
+    same = rc.ahead_figures(ev["pairs"]["ours_vs_same"], n)
+    assert len(same) == 6 and not any(ok for *_, ok in same)
+    for name, value, lo, hi, _ in same:
+        assert value == pytest.approx(1.0 if "/" in name else 0.0, abs=1e-12), name
+    front_rows = {name: (value, hi, ok)
+                  for name, value, lo, hi, ok in rc.ahead_figures(ev["pairs"]["ours_vs_front"], n)}
+    for side in ("BUY", "SELL"):
+        value, hi, ok = front_rows[f"{side} std at min period N={n}, ours / theirs"]
+        assert value < hi < 1 and ok
+    targets = rc.page_targets({"subset": {"n_ahead": n},
+                               "pairs": {"ours_vs_reference_causal": ev["pairs"]["ours_vs_same"]}})
+    assert targets[-1]["value"] == "0 of 6" and targets[-1]["met"] is False and targets[-1]["page"]
