@@ -52,6 +52,8 @@ def main():
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--recurrent", default="tkan")
+    p.add_argument("--fixed-horizon-risk", action="store_true",
+                   help="the risk term on the minimum-period-N head too (lem_model.loss; off = the paper's objective)")
     a = p.parse_args()
 
     import tensorflow as tf
@@ -67,7 +69,8 @@ def main():
     model = lem_model.build_lem(num_features=NUM_BAR_FEATURES, lookback=train["lookback"], n_ahead=train["n_ahead"],
                                 hidden_size=a.hidden, num_embedding=a.embedding, num_heads=a.heads,
                                 fused_mlp_hidden_dim=a.fused, recurrent=a.recurrent)
-    lem_model.compile_lem(model, learning_rate=a.lr, metrics=False, jit_compile=False)
+    lem_model.compile_lem(model, learning_rate=a.lr, fixed_horizon_risk=a.fixed_horizon_risk, metrics=False,
+                          jit_compile=False)
     t0 = time.perf_counter()
     hist = model.fit(x, y, batch_size=a.batch, epochs=a.epochs, shuffle=True, verbose=0)
     train_s = time.perf_counter() - t0
@@ -77,7 +80,8 @@ def main():
     probe = {key: (v[:k] if np.ndim(v) and len(v) == len(alloc) else v) for key, v in test.items()}
     check = causality_check(lambda v, q: model.predict(model_inputs(probe, v, q)[0], batch_size=k, verbose=0),
                             probe["volume"], probe["quote_volume"], origin=o, n_ahead=n)
-    emit_trained(a.output, {"impl": "ours lem_model", "recurrent": a.recurrent, "inputs": "bars rows = bars "
+    emit_trained(a.output, {"impl": "ours lem_model", "recurrent": a.recurrent,
+                            "fixed_horizon_risk": a.fixed_horizon_risk, "inputs": "bars rows = bars "
                             "o-L .. o+N-1; step k reads position L+k-1 = bar o+k-1 (lem_model.model)"},
                  model, hist, train_s, len(y), a.epochs, alloc, check)
 

@@ -96,6 +96,16 @@ def test_ours_worker_and_json_fields(tmp_path):
     assert all(np.isfinite(s["mean_lo"]) for s in ours["mean_bps"].values())
     assert ours["causality"]["causal"] and ours["causality"]["max_change_at_or_before"] <= 1e-6
     _check_allocations(np.load(tmp_path / "ours.npz")["allocations"], 32, 4)
+    assert result["training"]["ours_fixed_horizon_risk"] is False and ours["fixed_horizon_risk"] is False
+
+    # --fixed-horizon-risk: ours trains the committed crypto config's loss (more risk terms: another loss value)
+    out2 = tmp_path / "compare-fhr.json"
+    assert rc.main(["--subset", subset, "--impls", "ours", "--work-dir", str(tmp_path / "fhr"), "--output",
+                    str(out2), "--fixed-horizon-risk", *TINY]) == 0
+    again = json.loads(out2.read_text())
+    assert again["training"]["ours_fixed_horizon_risk"] is True
+    assert again["implementations"]["ours"]["fixed_horizon_risk"] is True
+    assert again["implementations"]["ours"]["loss"][0] != pytest.approx(ours["loss"][0], rel=1e-3)
 
 
 @pytest.mark.skipif(not os.path.exists(rc.REF_PYTHON), reason="benchmarks/.venv-ref absent "
@@ -136,3 +146,9 @@ def test_paired_figures_decide_ahead_by_their_intervals(tmp_path):
     targets = rc.page_targets({"subset": {"n_ahead": n},
                                "pairs": {"ours_vs_reference_causal": ev["pairs"]["ours_vs_same"]}})
     assert targets[-1]["value"] == "0 of 6" and targets[-1]["met"] is False and targets[-1]["page"]
+    # a run with ours at the committed crypto loss names itself: its rows do not replace the paper-objective ones
+    fhr = rc.page_targets({"subset": {"n_ahead": n}, "training": {"ours_fixed_horizon_risk": True},
+                           "pairs": {"ours_vs_reference_causal": ev["pairs"]["ours_vs_same"]}})
+    assert len(fhr) == len(targets)
+    assert all("fixed-horizon risk" in t["target"] and "fixed-horizon risk" not in u["target"]
+               for t, u in zip(fhr, targets))
