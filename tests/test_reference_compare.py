@@ -105,7 +105,8 @@ def test_ours_worker_and_json_fields(tmp_path):
     again = json.loads(out2.read_text())
     assert again["training"]["ours_fixed_horizon_risk"] is True
     assert again["implementations"]["ours"]["fixed_horizon_risk"] is True
-    assert again["implementations"]["ours"]["loss"][0] != pytest.approx(ours["loss"][0], rel=1e-3)
+    # measured 0.69879 against 0.69692 (2.7e-3 apart); float32 kernels move a 1-epoch loss by ~1e-6
+    assert again["implementations"]["ours"]["loss"][0] != pytest.approx(ours["loss"][0], rel=1e-4)
 
 
 @pytest.mark.skipif(not os.path.exists(rc.REF_PYTHON), reason="benchmarks/.venv-ref absent "
