@@ -54,7 +54,7 @@ def core_phases(files, config, ingest, readers, serialize):
             t0 = time.perf_counter()
             chunks = ingest.read_asset(asset, [path], config, {})
             t1 = time.perf_counter()
-            segs = list(ingest._series(asset, chunks, config, {}))  # pylint: disable=protected-access
+            segs = list(ingest.asset_series(asset, chunks, config, {}))
             t2 = time.perf_counter()
             for freq, ts, v, q, starts, _ in segs:
                 for blk in serialize.iter_serialized_blocks(v, q, ts, starts, asset=asset, frequency_minutes=freq,

@@ -300,8 +300,19 @@ def summarise(experiment: str, report_dir: str) -> dict:
     """The report's summary.json -> the reproduce JSON's `test` block (slices, paper, targets)."""
     with open(os.path.join(report_dir, "summary.json"), encoding="utf-8") as f:
         report = json.load(f)
-    tables, comparison = report["tables"], report["tables"].get("comparison", [])
-    n_ahead = int(str(report["header"]["N / L / W (bars)"]).split("/")[0])
+    return summarise_tables(experiment, report["tables"],
+                            n_ahead=int(str(report["header"]["N / L / W (bars)"]).split("/")[0]),
+                            split=report["header"].get("split"),
+                            period=report["header"].get("period (first execution bars, UTC)"),
+                            orders=report["orders"], counts=report["counts"], gates=report.get("gates", []))
+
+
+def summarise_tables(experiment: str, tables: dict, *, n_ahead: int, split, period, orders: int, counts,
+                     gates=()) -> dict:
+    """The report's tables (`components.report.render`: "table1", "table1_freq<f>", "table1_asset_<a>",
+    "comparison") -> the reproduce JSON's results block: per slice the summary, the paper's table beside each
+    frequency, and issue #21's targets."""
+    comparison = tables.get("comparison", [])
     freqs = sorted(int(k[len("table1_freq"):]) for k in tables if k.startswith("table1_freq"))
     slices = {"overall": slice_summary(tables["table1"], comparison, "overall", n_ahead)}
     paper = {}
@@ -312,11 +323,9 @@ def summarise(experiment: str, report_dir: str) -> dict:
             paper[f"{f} min"] = paper_block(experiment, key)
     assets = sorted(k[len("table1_asset_"):] for k in tables if k.startswith("table1_asset_"))
     per_asset = {a: slice_summary(tables[f"table1_asset_{a}"], comparison, a, n_ahead) for a in assets}
-    return {"split": report["header"].get("split"),
-            "period": report["header"].get("period (first execution bars, UTC)"),
-            "orders": report["orders"], "orders_per_slice": report["counts"], "n_ahead": n_ahead,
+    return {"split": split, "period": period, "orders": orders, "orders_per_slice": counts, "n_ahead": n_ahead,
             "frequencies": freqs, "slices": slices, "per_asset": per_asset, "paper": paper,
-            "gates": report.get("gates", []), "targets": targets(experiment, slices, freqs, n_ahead)}
+            "gates": list(gates), "targets": targets(experiment, slices, freqs, n_ahead)}
 
 
 # ------------------------------------------------------------------------------------------- markdown
@@ -342,6 +351,12 @@ def markdown(result: dict) -> str:
              f"blessed on the {result['blessing_split']} split: {result['run']['blessed']}.", "",
              "Component wall times (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in
                                                       result["run"]["components"].items()), ""]
+    return "\n".join(lines + markdown_tables(test)) + "\n"
+
+
+def markdown_tables(test: dict) -> list:
+    """The Markdown lines of a `summarise` block: per frequency ours beside the paper's table, then the targets."""
+    lines = []
     n = test["n_ahead"]
     for f in test["frequencies"]:
         s, p = test["slices"][f"{f} min"], test["paper"].get(f"{f} min")
@@ -375,7 +390,7 @@ def markdown(result: dict) -> str:
         v = (f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" if isinstance(v, list) else _f(v, 3) if v is not None
              else "not measured")
         lines.append(f"| {t['target']} | {v} | {t['goal']} | {'n/a' if t['met'] is None else 'yes' if t['met'] else 'no'} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -190,7 +190,7 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
     return ts, vol, qv
 
 
-def _series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
+def asset_series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
             counts: MutableMapping[str, int], notes: list | None = None
             ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per gap-free (asset, frequency) segment, lazily: (frequency, timestamp_s, volume, quote_volume, window
@@ -260,7 +260,7 @@ def asset_examples(asset: str, chunks: Iterable[readers.BarChunk], config: Inges
                    counts: MutableMapping[str, int], notes: list | None = None) -> Iterator[tuple[int, dict]]:
     """All (split index, raw-field example dict) of one asset, lazily, counting drops in `counts`."""
     o = config.norm_window + config.lookback
-    for freq, ts, v, q, starts, splits in _series(asset, chunks, config, counts, notes):
+    for freq, ts, v, q, starts, splits in asset_series(asset, chunks, config, counts, notes):
         exs = windows.windows_at(v, q, ts, starts, asset=asset, frequency_minutes=freq, origin_offset=o,
                                  window_length=config.window_length)
         yield from zip(splits.tolist(), exs)
@@ -274,7 +274,7 @@ def asset_serialized_blocks(asset: str, chunks: Iterable[readers.BarChunk], conf
     `serialize.iter_serialized_blocks` (a run is the part of a block in one split)."""
     o = config.norm_window + config.lookback
     block = serialize.DEFAULT_BLOCK
-    for freq, ts, v, q, starts, splits in _series(asset, chunks, config, counts, notes):
+    for freq, ts, v, q, starts, splits in asset_series(asset, chunks, config, counts, notes):
         blocks = serialize.iter_serialized_blocks(v, q, ts, starts, asset=asset, frequency_minutes=freq,
                                                   window_length=config.window_length, origin_offset=o, block=block)
         for a, records in zip(range(0, len(starts), block), blocks):
