@@ -128,10 +128,17 @@ def prepare(config_path: str, eval_test_config_path: str, out: str) -> dict:
             "frequencies": [int(f) for f in train_cfg.data.frequencies],
             "strides": {"train": {str(f): train_cfg.ingestion_config().stride_for(f) for f in train_cfg.data.frequencies},
                         "eval_test": {str(f): et_cfg.ingestion_config().stride_for(f) for f in et_cfg.data.frequencies}},
-            "windows": {s: int(len(windows[s][0])) for s in SPLITS}}
+            "windows": {s: int(len(windows[s][0])) for s in SPLITS}, "prepared_at_commit": _commit()}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.savez_compressed(out, meta=np.array(json.dumps(meta)), **arrays)
     return meta
+
+
+def _commit() -> str:
+    if BENCH_DIR not in sys.path:
+        sys.path.insert(0, BENCH_DIR)
+    from _common import git_commit
+    return git_commit()
 
 
 def load_data(path: str) -> tuple[dict, dict]:
@@ -380,7 +387,8 @@ def train(data_path: str, out: str, *, budget_s: float, steps_per_epoch: int, ov
     later = budget.epoch_s[1:]
     result = {"backend": keras.backend.backend(), "keras": keras.__version__, "devices": devices,
               "device_kind": device_kind,
-              "machine": platform.node(), "parameters": params, "model": hp,
+              "machine": platform.node(), "data_prepared_at_commit": meta.get("prepared_at_commit"),
+              "parameters": params, "model": hp,
               "training": {**training, "steps_per_epoch": steps, "seed": seed}, "overrides": overrides,
               "budget_s": budget_s, "stop_reason": budget.stop_reason, "epochs_run": epochs_run,
               "best_epoch": budget.best_epoch + 1, "best_val_loss": budget.best,
