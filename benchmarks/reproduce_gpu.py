@@ -503,7 +503,8 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
                                  f"{machine_info().get('cpu')}"},
               "data": {k: meta[k] for k in ("configs", "strides", "windows", "sizes", "frequencies")},
               "training_run": run, "results": results,
-              "targets": reproduce.page_targets("crypto (GPU, paper size)", results["targets"])}
+              "targets": reproduce.page_targets(f"crypto (GPU, paper size, seed {run['training']['seed']})",
+                                                results["targets"])}
     if cpu_result and os.path.exists(cpu_result):
         with open(cpu_result, encoding="utf-8") as f:
             cpu = json.load(f)["results"]
