@@ -414,7 +414,7 @@ def vwap_curve_schedules(meta: dict, arrays: dict, test: dict) -> np.ndarray:
     from lem_model import baselines
     s = meta["sizes"]
     t, o, n = s["norm_window"] + s["lookback"] + s["n_ahead"], s["norm_window"] + s["lookback"], s["n_ahead"]
-    profiles = {}
+    bars = {}  # (asset, frequency) -> the covered bars of all its segments (a gap splits a series into segments)
     for k, info in enumerate(meta["series"]):
         starts = arrays["train_start"][arrays["train_series"] == k]
         if not len(starts):
@@ -422,8 +422,11 @@ def vwap_curve_schedules(meta: dict, arrays: dict, test: dict) -> np.ndarray:
         covered = np.zeros(len(arrays[f"series{k}_timestamp"]), bool)
         for j in starts:  # windows overlap: mark the covered bars once
             covered[j:j + t] = True
-        profiles[(info["asset"], info["frequency"])] = baselines.volume_curve_profile(
-            arrays[f"series{k}_timestamp"][covered], arrays[f"series{k}_volume"][covered], info["frequency"])
+        ts, vol = bars.setdefault((info["asset"], info["frequency"]), ([], []))
+        ts.append(arrays[f"series{k}_timestamp"][covered])
+        vol.append(arrays[f"series{k}_volume"][covered])
+    profiles = {key: baselines.volume_curve_profile(np.concatenate(ts), np.concatenate(vol), key[1])
+                for key, (ts, vol) in bars.items()}
     out = np.zeros((len(test["asset"]), n))
     for key in set(zip(test["asset"].tolist(), test["frequency_minutes"].tolist())):
         rows = np.flatnonzero((test["asset"] == key[0]) & (test["frequency_minutes"] == key[1]))

@@ -113,3 +113,31 @@ def test_three_stages_end_to_end(quick_data, tmp_path):
     assert "15 min: match-VWAP std / TWAP (volume) std" in names and "240 min: SELL std at min period N=4" in names
     md = open(os.path.splitext(output)[0] + ".md").read()
     assert "ours vs paper Table 6" in md and "Trained on" in md
+
+
+def test_volume_curve_pools_the_segments_of_a_series():
+    """A gap splits an (asset, frequency) series into segments: the profile comes from the bars of all of them."""
+    from lem_model import baselines
+    rng = np.random.default_rng(0)
+    sizes = {"norm_window": 4, "lookback": 2, "n_ahead": 2}
+    t, o, freq = 8, 6, 360                      # 6-hour bars: 4 per day
+    arrays, series = {}, []
+    for k, start_day in enumerate((0, 30)):    # two segments, 30 days apart
+        ts = (start_day * 86400 + 21600 * np.arange(40)).astype(np.int64)
+        vol = rng.uniform(1.0, 5.0, 40).astype(np.float32) * (1 + k * np.arange(40) % 4)
+        arrays.update({f"series{k}_timestamp": ts, f"series{k}_volume": vol, f"series{k}_quote_volume": vol})
+        series.append({"asset": "A", "frequency": freq, "bars": 40})
+    arrays["train_series"] = np.array([0, 0, 1], np.int32)
+    arrays["train_start"] = np.array([0, 32, 0], np.int32)   # covers bars 0..7 and 32..39 of segment 0, 0..7 of 1
+    meta = {"sizes": sizes, "series": series}
+    test = {"asset": np.array(["A"]), "frequency_minutes": np.array([freq]),
+            "timestamp": np.tile(np.arange(t, dtype=np.int64) * 21600, (1, 1))}
+    got = reproduce_gpu.vwap_curve_schedules(meta, arrays, test)
+    cov = (np.r_[0:8, 32:40], np.r_[0:8])
+    ts = np.concatenate([arrays["series0_timestamp"][cov[0]], arrays["series1_timestamp"][cov[1]]])
+    vol = np.concatenate([arrays["series0_volume"][cov[0]], arrays["series1_volume"][cov[1]]])
+    profile = baselines.volume_curve_profile(ts, vol, freq)
+    want = baselines.volume_curve_schedule(profile, baselines.time_of_bar(test["timestamp"][:, o], freq), 2)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    one_segment = baselines.volume_curve_profile(arrays["series1_timestamp"][cov[1]], arrays["series1_volume"][cov[1]], freq)
+    assert not np.allclose(got, baselines.volume_curve_schedule(one_segment, baselines.time_of_bar(test["timestamp"][:, o], freq), 2))
