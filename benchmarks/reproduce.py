@@ -307,6 +307,24 @@ def summarise(experiment: str, report_dir: str) -> dict:
                             orders=report["orders"], counts=report["counts"], gates=report.get("gates", []))
 
 
+def report_tables(result, frequency_minutes, asset, blocks) -> dict:
+    """The ExecutionReport's tables (`components.report.render`: Table 1 overall, per frequency and per asset, and
+    the match head vs each baseline per slice) of an `order_slippage.OrderSlippage` (orders scored outside a
+    report: other constraints, another trainer); `summarise_tables` reads them."""
+    import numpy as np
+    from components.report import render
+    frequency_minutes, asset = np.asarray(frequency_minutes), np.asarray(asset)
+    freqs, assets = sorted(set(frequency_minutes.tolist())), sorted(set(asset.tolist()))
+    out = {"table1": render.table1_rows(result, blocks=blocks)}
+    out.update({f"table1_freq{f}": render.table1_rows(result, frequency_minutes == f, blocks) for f in freqs})
+    out.update({f"table1_asset_{a}": render.table1_rows(result, asset == a, blocks) for a in assets})
+    masks = {"overall": np.ones(len(asset), bool)}
+    masks.update({a: asset == a for a in assets})
+    masks.update({f"{f} min": frequency_minutes == f for f in freqs})
+    out["comparison"] = render.comparison_rows(result, blocks, masks)
+    return out
+
+
 def summarise_tables(experiment: str, tables: dict, *, n_ahead: int, split, period, orders: int, counts,
                      gates=()) -> dict:
     """The report's tables (`components.report.render`: "table1", "table1_freq<f>", "table1_asset_<a>",

@@ -43,6 +43,8 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+if BENCH_DIR not in sys.path:
+    sys.path.insert(1, BENCH_DIR)
 
 SPLITS = ("train", "eval", "test")
 #: Bars of the window gathered per feature-building chunk on the device.
@@ -135,8 +137,6 @@ def prepare(config_path: str, eval_test_config_path: str, out: str) -> dict:
 
 
 def _commit() -> str:
-    if BENCH_DIR not in sys.path:
-        sys.path.insert(0, BENCH_DIR)
     from _common import git_commit
     return git_commit()
 
@@ -385,7 +385,8 @@ def train(data_path: str, out: str, *, budget_s: float, steps_per_epoch: int, ov
                         eval_labels=data["eval"]["labels"], test_labels=data["test"]["labels"])
     # samples/s after the first epoch (its time holds the compilation)
     later = budget.epoch_s[1:]
-    result = {"backend": keras.backend.backend(), "keras": keras.__version__, "devices": devices,
+    result = {"command": "benchmarks/reproduce_gpu.py " + " ".join(sys.argv[1:]),
+              "backend": keras.backend.backend(), "keras": keras.__version__, "devices": devices,
               "device_kind": device_kind,
               "machine": platform.node(), "data_prepared_at_commit": meta.get("prepared_at_commit"),
               "parameters": params, "model": hp,
@@ -436,22 +437,13 @@ def vwap_curve_schedules(meta: dict, arrays: dict, test: dict) -> np.ndarray:
     return out
 
 
-def tables(bps, labels, curve, frequency_minutes, asset, blocks) -> dict:
-    """The ExecutionReport's tables (`components.report.render`: Table 1 overall, per frequency and per asset, and
-    the match head vs each baseline per slice) of per-order slippage `bps` [K, N+1, 4, 2] and the baselines of the
-    same orders (`order_slippage.baseline_slippage`: TWAP, and the volume-curve VWAP of `curve` [K, N])."""
+def tables(bps, labels, curve, frequency_minutes, asset, blocks) -> tuple:
+    """(`reproduce.report_tables` of per-order slippage `bps` [K, N+1, 4, 2] and the baselines of the same orders
+    (`order_slippage.baseline_slippage`: TWAP, and the volume-curve VWAP of `curve` [K, N]), the OrderSlippage)."""
     from components.evaluator.order_slippage import OrderSlippage, baseline_slippage
-    from components.report import render
+    import reproduce
     result = OrderSlippage(lem_bps=bps, baseline_bps=baseline_slippage(labels, curve), labels=labels)
-    freqs, assets = sorted(set(frequency_minutes.tolist())), sorted(set(asset.tolist()))
-    out = {"table1": render.table1_rows(result, blocks=blocks)}
-    out.update({f"table1_freq{f}": render.table1_rows(result, frequency_minutes == f, blocks) for f in freqs})
-    out.update({f"table1_asset_{a}": render.table1_rows(result, asset == a, blocks) for a in assets})
-    masks = {"overall": np.ones(len(bps), bool)}
-    masks.update({a: asset == a for a in assets})
-    masks.update({f"{f} min": frequency_minutes == f for f in freqs})
-    out["comparison"] = render.comparison_rows(result, blocks, masks)
-    return out, result
+    return reproduce.report_tables(result, frequency_minutes, asset, blocks), result
 
 
 def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None, command: str,
@@ -459,8 +451,6 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
     """Score the orders of `split` that `train` wrote to `run_dir` as benchmarks/reproduce.py scores a pipeline
     run (`reproduce.summarise_tables`: the report's tables, the paper's beside them, issue #21's targets;
     `reproduce_tails.concentration` per slice); writes `output` (.json) and its .md."""
-    if BENCH_DIR not in sys.path:
-        sys.path.insert(0, BENCH_DIR)
     import reproduce
     import reproduce_tails
     from _common import git_commit, machine_info
@@ -578,8 +568,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.stage == "prepare":
         if args.quick:
-            if BENCH_DIR not in sys.path:
-                sys.path.insert(0, BENCH_DIR)
             import reproduce
             args.config = args.eval_test_config = reproduce.quick_config("crypto", args.quick)
         meta = prepare(args.config, args.eval_test_config, args.out)

@@ -169,3 +169,40 @@ def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, 
     md = (out / f"reproduce-{experiment}.md").read_text()
     assert f"ours vs paper {table}" in md and "| TWAP (volume) |" in md
     assert md.count("Concentration: the top 1 % of orders") == len(frequencies)
+    if experiment == "crypto":
+        _rate_cap_on_the_quick_run(out, test)
+
+
+def _rate_cap_on_the_quick_run(out, test):
+    """benchmarks/rate_cap.py on the finished quick run: the uncapped row is the report's, a cap bounds every
+    bar's allocation and the order still completes."""
+    import numpy as np
+    import rate_cap
+    from components.report.component import read_raw_examples
+    import inspect
+    from lem_model.layers import soft_clip_tolerance
+    from lem_model.model import LargeExecutionModel
+    from pipeline.configs import PipelineConfig
+    config_path = str(out / "crypto-quick.yaml")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "rate_cap.py"), "--config", config_path,
+                           "--split", "test", "--max-rates", "1,0.3", "--output", str(out / "cap.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cap = json.loads((out / "cap.json").read_text())
+    uncapped, capped = cap["rows"]
+    for f in (15, 90, 240):
+        assert uncapped[f"{f} min"]["match_ratio"][0] == pytest.approx(
+            test["slices"][f"{f} min"]["match_vwap_std_ratio"]["value"], rel=1e-5)
+    assert capped["max_rate"] == 0.3 and "| 0.3 |" in (out / "cap.md").read_text()
+    config = PipelineConfig.from_file(config_path)
+    model_dir = os.path.join(rate_cap.latest_artifact(config.pipeline_root, "Trainer", "model"), "Format-Serving")
+    examples = os.path.join(rate_cap.latest_artifact(config.pipeline_root, "VwapCurveBaseline", "baseline_examples"),
+                            "Split-test")
+    raw = {k: v[:64] for k, v in read_raw_examples(examples).items() if v is not None}
+    tol = soft_clip_tolerance(inspect.signature(LargeExecutionModel.__init__).parameters["clip_sharpness"].default)
+    alloc = rate_cap.capped_allocations(model_dir, raw, 0.3)
+    assert alloc.max() <= 0.3 + tol + 1e-6
+    np.testing.assert_allclose(alloc.sum(axis=1), 1.0, atol=1e-5)
+    # at max_rate = 1/N the only schedule that completes is TWAP, for every head
+    np.testing.assert_allclose(rate_cap.capped_allocations(model_dir, raw, 0.25), 0.25, atol=3 * tol + 1e-6)
+    assert np.abs(rate_cap.capped_allocations(model_dir, raw, 1.0) - 0.25).max() > 3 * tol   # the cap did that
