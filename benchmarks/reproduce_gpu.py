@@ -446,8 +446,31 @@ def tables(bps, labels, curve, frequency_minutes, asset, blocks) -> tuple:
     return reproduce.report_tables(result, frequency_minutes, asset, blocks), result
 
 
+def paired_with_run(bps, orders: dict, o: int, n: int, pipeline_root: str, split: str, blocks) -> dict:
+    """This model's match head against a finished pipeline run's (its newest Trainer model, the report's code:
+    `reproduce_tails.per_order`) on the same orders, per frequency and side: the std ratio (this / that) and the
+    paired difference of |slippage|, with block-bootstrap intervals (`bootstrap.compare`)."""
+    import reproduce_tails
+    from lem_model import bootstrap, layout
+    other = reproduce_tails.per_order(pipeline_root, split)
+    key = lambda a, f, t: f"{a}|{int(f)}|{int(t)}"  # noqa: E731
+    index = {key(a, f, t): i for i, (a, f, t) in enumerate(zip(other["asset"], other["frequency"], other["start"]))}
+    mine = [key(a, f, t) for a, f, t in zip(orders["asset"], orders["frequency_minutes"], orders["timestamp"][:, o])]
+    missing = sum(k not in index for k in mine)
+    if missing or len(index) != len(mine):
+        raise ValueError(f"{pipeline_root} {split}: {len(index)} orders, {len(mine)} here, {missing} not found")
+    j = np.array([index[k] for k in mine])
+    t = layout.target_index("volume")
+    out = {"pipeline_root": pipeline_root, "model_dir": str(other["model_dir"]), "orders": len(mine)}
+    freq = orders["frequency_minutes"]
+    for name, m in [("overall", np.ones(len(mine), bool))] + [(f"{f} min", freq == f) for f in sorted(set(freq.tolist()))]:
+        out[name] = {side: bootstrap.compare(bps[m][:, n, layout.path_index(side, "vwap"), t],
+                                             other[f"lem_{side}"][j][m], blocks[m]) for side in layout.SIDES}
+    return out
+
+
 def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None, command: str,
-           split: str = "test") -> dict:
+           split: str = "test", pair_root: str | None = None) -> dict:
     """Score the orders of `split` that `train` wrote to `run_dir` as benchmarks/reproduce.py scores a pipeline
     run (`reproduce.summarise_tables`: the report's tables, the paper's beside them, issue #21's targets;
     `reproduce_tails.concentration` per slice); writes `output` (.json) and its .md."""
@@ -504,6 +527,8 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
         result["cpu_committed"] = {"file": os.path.relpath(cpu_result, ROOT), "orders": cpu.get("orders"),
                                    "same_orders": cpu.get("orders_per_slice") == results["orders_per_slice"]
                                    if split == cpu.get("split") else None}
+    if pair_root:
+        result["paired_with_run"] = paired_with_run(bps, orders, o, n, pair_root, split, blocks)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=float)
@@ -530,6 +555,20 @@ def markdown(result: dict) -> str:
              f"{json.dumps(run['seconds'])}." if run.get("step_ms_steps_2_101") else
              f"Trained on {', '.join(run['devices'])}: {run['parameters']:,} parameters; seconds {json.dumps(run['seconds'])}.",
              ""]
+    pair = result.get("paired_with_run")
+    if pair:
+        lines += [f"Against the pipeline run `{pair['model_dir']}` on the same {pair['orders']} orders (match head, "
+                  "this model / that one; 95 % block-bootstrap intervals):", "",
+                  "| slice | std ratio buy | std ratio sell | mean abs diff buy (bps) | mean abs diff sell (bps) |",
+                  "|---|---|---|---|---|"]
+        for name, sides in pair.items():
+            if isinstance(sides, dict) and "buy" in sides:
+                b, s_ = sides["buy"], sides["sell"]
+                lines.append(f"| {name} | {b['std_ratio']:.3f} [{b['std_ratio_lo']:.3f}, {b['std_ratio_hi']:.3f}] | "
+                             f"{s_['std_ratio']:.3f} [{s_['std_ratio_lo']:.3f}, {s_['std_ratio_hi']:.3f}] | "
+                             f"{b['diff_mean']:.2f} [{b['diff_lo']:.2f}, {b['diff_hi']:.2f}] | "
+                             f"{s_['diff_mean']:.2f} [{s_['diff_lo']:.2f}, {s_['diff_hi']:.2f}] |")
+        lines.append("")
     return "\n".join(lines + reproduce.markdown_tables(res)) + "\n"
 
 
@@ -565,6 +604,8 @@ def main(argv=None) -> int:
     c.add_argument("--output", default=os.path.join(BENCH_DIR, "results", "reproduce-crypto-gpu.json"))
     c.add_argument("--cpu-result", default=os.path.join(BENCH_DIR, "results", "reproduce-crypto.json"))
     c.add_argument("--split", choices=("eval", "test"), default="test")
+    c.add_argument("--pair-root", help="a finished pipeline run of the eval/test config (its pipeline root): compare "
+                                       "the match heads order by order")
     args = p.parse_args(argv)
     if args.stage == "prepare":
         if args.quick:
@@ -577,6 +618,7 @@ def main(argv=None) -> int:
               overrides=_overrides(args.set), seed=args.seed, limit=args.limit)
     else:
         r = report(args.data, args.run, args.output, cpu_result=args.cpu_result, split=args.split,
+                   pair_root=args.pair_root,
                    command="benchmarks/reproduce_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]))
         print(markdown(r))
     return 0

@@ -141,3 +141,29 @@ def test_volume_curve_pools_the_segments_of_a_series():
     np.testing.assert_allclose(got, want, rtol=1e-12)
     one_segment = baselines.volume_curve_profile(arrays["series1_timestamp"][cov[1]], arrays["series1_volume"][cov[1]], freq)
     assert not np.allclose(got, baselines.volume_curve_schedule(one_segment, baselines.time_of_bar(test["timestamp"][:, o], freq), 2))
+
+
+def test_paired_with_run_aligns_orders_by_asset_frequency_and_start(quick_data, monkeypatch):
+    import reproduce_tails
+    from lem_model import bootstrap, layout
+    _, path = quick_data
+    meta, arrays = reproduce_gpu.load_data(path)
+    orders = reproduce_gpu.gather(meta, arrays, "test")
+    n, o = meta["sizes"]["n_ahead"], meta["sizes"]["norm_window"] + meta["sizes"]["lookback"]
+    k = len(orders["asset"])
+    rng = np.random.default_rng(1)
+    bps = rng.normal(size=(k, n + 1, 4, 2))
+    t = layout.target_index("volume")
+    perm = rng.permutation(k)  # the other run lists the same orders in another order, with twice our slippage
+    other = {"asset": orders["asset"][perm], "frequency": orders["frequency_minutes"][perm],
+             "start": orders["timestamp"][perm, o], "model_dir": np.asarray("m"),
+             **{f"lem_{side}": 2 * bps[perm, n, layout.path_index(side, "vwap"), t] for side in layout.SIDES}}
+    monkeypatch.setattr(reproduce_tails, "per_order", lambda root, split: other)
+    blocks = bootstrap.day_blocks(orders["timestamp"][:, o])
+    out = reproduce_gpu.paired_with_run(bps, orders, o, n, "root", "test", blocks)
+    for name in ["overall", "15 min", "90 min", "240 min"]:
+        for side in ("buy", "sell"):
+            assert out[name][side]["std_ratio"] == pytest.approx(0.5)
+    other["start"] = other["start"] + 60   # no order matches: refused
+    with pytest.raises(ValueError, match="not found"):
+        reproduce_gpu.paired_with_run(bps, orders, o, n, "root", "test", blocks)
