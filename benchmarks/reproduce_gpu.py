@@ -344,6 +344,9 @@ def train(data_path: str, out: str, *, budget_s: float, steps_per_epoch: int, ov
         (hp if k in hp else training)[k] = v
     s = meta["sizes"]
     n = s["n_ahead"]
+    if list(training.get("min_rates") or [None]) != [None] or [float(x) for x in training.get("max_rates") or [1.0]] != [1.0]:
+        raise ValueError(f"training.min_rates {training.get('min_rates')} / max_rates {training.get('max_rates')}: "
+                         "this script trains with the paper's constraint only (min rate 1/N^2, max rate 1)")
     devices, device_kind = [], platform.processor() or platform.machine()
     if keras.backend.backend() == "jax":
         import jax
@@ -574,10 +577,16 @@ def markdown(result: dict) -> str:
 
 # ------------------------------------------------------------------------------------------- main
 def _overrides(pairs) -> dict:
+    """["learning_rate=1e-4", "recurrent=lstm", "max_rates=[1.0]"] -> {name: JSON value, else the text}."""
     out = {}
     for p in pairs or []:
-        k, _, v = p.partition("=")
-        out[k] = json.loads(v) if v[:1] in "0123456789-[{tf" or v in ("true", "false") else v
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise SystemExit(f"--set {p!r}: expected NAME=VALUE")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
     return out
 
 

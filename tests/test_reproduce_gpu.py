@@ -167,3 +167,21 @@ def test_paired_with_run_aligns_orders_by_asset_frequency_and_start(quick_data, 
     other["start"] = other["start"] + 60   # no order matches: refused
     with pytest.raises(ValueError, match="not found"):
         reproduce_gpu.paired_with_run(bps, orders, o, n, "root", "test", blocks)
+
+
+def test_train_refuses_constraints_it_does_not_apply(quick_data, tmp_path):
+    _, path = quick_data
+    proc = subprocess.run([sys.executable, SCRIPT, "train", "--data", path, "--out", str(tmp_path / "r"),
+                           "--set", "max_rates=[0.5]", "--set", "min_rates=[null]"],
+                          cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT},
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "paper's constraint only" in proc.stderr
+
+
+def test_overrides_read_json_values_and_plain_text():
+    assert reproduce_gpu._overrides(["learning_rate=1e-4", "recurrent=tkan", "fixed_horizon_risk=true",
+                                     "max_rates=[1.0]", "min_rates=[null]"]) == {
+        "learning_rate": 1e-4, "recurrent": "tkan", "fixed_horizon_risk": True, "max_rates": [1.0],
+        "min_rates": [None]}
+    with pytest.raises(SystemExit):
+        reproduce_gpu._overrides(["learning_rate"])
