@@ -191,6 +191,19 @@ def build_features(volume, quote_volume, timestamp, frequency_minutes, *, norm_w
     return {"bars": ops.cast(bars, "float32"), "labels": ops.cast(labels, "float32")}
 
 
+def frequency_loss_weights(bars, weighting: str, min_frequency: float):
+    """Per-example loss weights [B] by bar frequency, read from `bars`' `log_frequency` column (constant over a
+    window; `lem_model.presets.FREQUENCY_WEIGHTINGS`): "inverse_sqrt" = sqrt(min_frequency / f), f the example's
+    bar length in minutes; "none" = None. The Trainer's and any other training loop's one definition."""
+    if weighting == "none":
+        return None
+    if weighting != "inverse_sqrt":
+        raise ValueError(f"training.frequency_weighting must be one of none, inverse_sqrt, got {weighting!r}")
+    log_f = bars[:, 0, BAR_FEATURE_NAMES.index("log_frequency")]
+    minutes = ops.exp(log_f * math.log(float(FREQUENCY_SCALE_MINUTES)))
+    return ops.sqrt(float(min_frequency) / minutes)
+
+
 def build_features_numpy(volume, quote_volume, timestamp, frequency_minutes, *, norm_window: int,
                          lookback: int, n_ahead: int) -> dict:
     """`build_features` on NumPy inputs with NumPy outputs (convenience for demos, benchmarks, tests)."""

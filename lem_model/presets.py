@@ -23,7 +23,7 @@ XLA_MAX_BATCH = 8
 #: ratios to the window's normal volume, returns in units of the window's sigma); 1e6 = only guards against
 #: overflow, a smaller value saturates extreme bars outside the range training saw.
 INPUT_CLIP = 1e6
-#: Per-example loss weights by bar frequency in training (`components.trainer.module.frequency_weights`):
+#: Per-example loss weights by bar frequency in training (`lem_model.features.frequency_loss_weights`):
 #: "none" (the paper) or "inverse_sqrt" (weight sqrt(f_min / f): slippage scales with the square root of the
 #: order's duration, so without it the longest bars dominate the gradient of a multi-frequency model).
 FREQUENCY_WEIGHTINGS = ("none", "inverse_sqrt")

@@ -5,6 +5,7 @@ import pytest
 
 from components.trainer import module
 from components.trainer.config import TrainingConfig
+from lem_model.features import frequency_loss_weights
 from lem_model.presets import paper_min_rate
 
 
@@ -80,4 +81,4 @@ def test_frequency_weighting_gives_each_example_sqrt_of_min_over_its_frequency()
                                        shuffle=False).as_numpy_iterator())
     assert len(unweighted) == 2  # (inputs, labels): no weights by default (the paper's recipe)
     with pytest.raises(ValueError, match="frequency_weighting"):
-        module.frequency_weights(x["bars"], "linear", 15)
+        frequency_loss_weights(x["bars"], "linear", 15)

@@ -27,6 +27,7 @@ from tfx_bsl.public import tfxio
 
 from components.trainer import export
 from components.trainer.config import TrainingConfig
+from lem_model.features import frequency_loss_weights
 from lem_model.presets import paper_min_rate
 
 BARS_KEY = "bars"
@@ -43,19 +44,6 @@ def constraint_pairs(training: TrainingConfig, n_ahead: int) -> list:
     return [(paper_min_rate(n_ahead) if lo is None else float(lo), float(hi)) for lo, hi in zip(mins, maxs)]
 
 
-def frequency_weights(bars, weighting: str, min_frequency: float):
-    """Per-example loss weights [B] from the bars' `log_frequency` feature (constant over a window):
-    "inverse_sqrt" = sqrt(min_frequency / f), f the example's bar length in minutes; "none" = None."""
-    if weighting == "none":
-        return None
-    if weighting != "inverse_sqrt":
-        raise ValueError(f"training.frequency_weighting must be one of none, inverse_sqrt, got {weighting!r}")
-    from lem_model.features import BAR_FEATURE_NAMES, FREQUENCY_SCALE_MINUTES
-    log_f = bars[:, 0, BAR_FEATURE_NAMES.index("log_frequency")]
-    minutes = tf.exp(log_f * tf.math.log(float(FREQUENCY_SCALE_MINUTES)))
-    return tf.sqrt(float(min_frequency) / minutes)
-
-
 def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: int, constraints, shuffle: bool,
              shuffle_buffer: int = 10_000, seed: int | None = None, weighting: str = "none",
              min_frequency: float = 1.0) -> tf.data.Dataset:
@@ -63,7 +51,7 @@ def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: in
     (finite).
 
     With K constraint pairs each batch of B examples becomes K*B rows, one copy per (min_rate, max_rate).
-    weighting != "none" adds per-example loss weights (`frequency_weights`).
+    weighting != "none" adds per-example loss weights (`lem_model.features.frequency_loss_weights`).
     """
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
@@ -82,7 +70,7 @@ def input_fn(file_pattern, data_accessor, tf_transform_output, *, batch_size: in
         min_rate = tf.reshape(tf.repeat(mins, b), [-1, 1])
         max_rate = tf.reshape(tf.repeat(maxs, b), [-1, 1])
         inputs = {BARS_KEY: bars, "min_rate": min_rate, "max_rate": max_rate}
-        weights = frequency_weights(bars, weighting, min_frequency)
+        weights = frequency_loss_weights(bars, weighting, min_frequency)
         return (inputs, labels) if weights is None else (inputs, labels, weights)
 
     dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
