@@ -71,12 +71,8 @@ def score(raw: dict, sizes: dict, allocations, experiment: str = "crypto") -> di
         period=f"{day(first.min())} .. {day(first.max())}", orders=int(len(first)),
         counts={f"{f} min": int((freq == f).sum()) for f in sorted(set(freq.tolist()))})
     t = layout.target_index("volume")
-    twap = result.baseline_bps["twap_volume_vs_vwap"]
-    res["concentration"] = {
-        name: reproduce_tails.concentration(
-            {side: result.lem_bps[m][:, n, layout.path_index(side, "vwap"), t] for side in layout.SIDES},
-            twap[m], blocks[m])
-        for name, m in [("overall", np.ones(len(first), bool))] + [(f"{f} min", freq == f) for f in res["frequencies"]]}
+    res["concentration"] = reproduce_tails.concentration_by_frequency(
+        result.lem_bps, result.baseline_bps["twap_volume_vs_vwap"], blocks, freq)
     # how fast the match head trades: the share of the order done in the first half of the bars (mean over orders)
     half = n // 2
     res["match_head_first_half_share"] = {

@@ -183,7 +183,8 @@ def gather(meta: dict, arrays: dict, split: str, idx=None) -> dict:
 def model_arrays(meta: dict, arrays: dict, split: str, chunk: int = FEATURE_CHUNK) -> dict:
     """Features of every window of `split`, built in chunks: bars [K, L+N, F], labels [K, N, 2], the loss
     weight [K] (the Trainer's `frequency_weighting`) and frequency_minutes [K]."""
-    from lem_model.features import build_features_numpy
+    import keras
+    from lem_model.features import build_features_numpy, frequency_loss_weights
     s = meta["sizes"]
     k_all = len(arrays[f"{split}_series"])
     bars, labels, freqs = [], [], []
@@ -194,16 +195,11 @@ def model_arrays(meta: dict, arrays: dict, split: str, chunk: int = FEATURE_CHUN
         bars.append(f["bars"])
         labels.append(f["labels"])
         freqs.append(raw["frequency_minutes"])
-    freq = np.concatenate(freqs)
-    weighting = meta["training"].get("frequency_weighting", "none")
-    if weighting == "inverse_sqrt":
-        weight = np.sqrt(min(meta["frequencies"]) / freq).astype(np.float32)
-    elif weighting == "none":
-        weight = np.ones(len(freq), np.float32)
-    else:
-        raise ValueError(f"frequency_weighting {weighting!r} is not supported here")
-    return {"bars": np.concatenate(bars), "labels": np.concatenate(labels), "weight": weight,
-            "frequency_minutes": freq}
+    bars = np.concatenate(bars)
+    weight = frequency_loss_weights(bars, meta["training"].get("frequency_weighting", "none"), min(meta["frequencies"]))
+    weight = (np.ones(len(bars)) if weight is None else keras.ops.convert_to_numpy(weight)).astype(np.float32)
+    return {"bars": bars, "labels": np.concatenate(labels), "weight": weight,
+            "frequency_minutes": np.concatenate(freqs)}
 
 
 def _inputs(bars, n_ahead: int) -> dict:
@@ -490,7 +486,7 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
     import reproduce
     import reproduce_tails
     from _common import git_commit, machine_info
-    from lem_model import bootstrap, layout
+    from lem_model import bootstrap
     meta, arrays = load_data(data_path)
     with open(os.path.join(run_dir, "train.json"), encoding="utf-8") as f:
         run = json.load(f)
@@ -515,13 +511,8 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
         period=f"{day(first.min())} .. {day(first.max())} ({len(np.unique(blocks))} days)", orders=int(len(bps)),
         counts={**{a: int((asset == a).sum()) for a in sorted(set(asset.tolist()))},
                 **{f"{f} min": int((freq == f).sum()) for f in sorted(set(freq.tolist()))}})
-    t = layout.target_index("volume")
-    twap = scored.baseline_bps["twap_volume_vs_vwap"]
-    results["concentration"] = {}
-    for name, mask in [("overall", np.ones(len(bps), bool))] + [(f"{f} min", freq == f) for f in results["frequencies"]]:
-        results["concentration"][name] = reproduce_tails.concentration(
-            {side: bps[mask][:, n, layout.path_index(side, "vwap"), t] for side in layout.SIDES}, twap[mask],
-            blocks[mask])
+    results["concentration"] = reproduce_tails.concentration_by_frequency(
+        bps, scored.baseline_bps["twap_volume_vs_vwap"], blocks, freq)
     result = {"experiment": "crypto", "what": "the paper-size crypto LEM trained on a GPU under Keras/JAX "
                                               "(benchmarks/reproduce_gpu.py), scored on the committed crypto "
                                               f"config's {split} orders by the report's code",

@@ -200,6 +200,17 @@ def per_order(pipeline_root: str, split: str, cache: str | None = None) -> dict:
     return out
 
 
+def concentration_by_frequency(lem_bps, twap, blocks, frequency_minutes) -> dict:
+    """`concentration` of the match head (volume target, BUY and SELL vs VWAP) of per-order slippage `lem_bps`
+    [B, N+1, 4, 2] against TWAP (volume) `twap` [B], overall and per frequency ("<f> min")."""
+    from lem_model import layout
+    lem_bps, freq = np.asarray(lem_bps), np.asarray(frequency_minutes)
+    n, t = lem_bps.shape[1] - 1, layout.target_index("volume")
+    masks = [("overall", np.ones(len(freq), bool))] + [(f"{f} min", freq == f) for f in sorted(set(freq.tolist()))]
+    return {name: concentration({side: lem_bps[m][:, n, layout.path_index(side, "vwap"), t] for side in layout.SIDES},
+                                np.asarray(twap)[m], np.asarray(blocks)[m]) for name, m in masks}
+
+
 def slice_concentration(orders: dict, mask=None, **kwargs) -> dict:
     """`concentration` of the orders of `mask` of a `per_order` result (blocks: order start days)."""
     from lem_model import bootstrap
