@@ -190,9 +190,11 @@ def _rate_cap_on_the_quick_run(out, test):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cap = json.loads((out / "cap.json").read_text())
     uncapped, capped = cap["rows"]
+    # the report ran `serve_tf_examples`, rate_cap runs `serving_default`: two graphs of one model, so float32
+    # rounding (kernels differ by CPU) moves each order's bps by ~1e-3 bps; a wrong model or order set moves it by far more
     for f in (15, 90, 240):
         assert uncapped[f"{f} min"]["match_ratio"][0] == pytest.approx(
-            test["slices"][f"{f} min"]["match_vwap_std_ratio"]["value"], rel=1e-5)
+            test["slices"][f"{f} min"]["match_vwap_std_ratio"]["value"], rel=1e-3)
     assert capped["max_rate"] == 0.3 and "| 0.3 |" in (out / "cap.md").read_text()
     config = PipelineConfig.from_file(config_path)
     model_dir = os.path.join(rate_cap.latest_artifact(config.pipeline_root, "Trainer", "model"), "Format-Serving")
