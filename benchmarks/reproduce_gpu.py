@@ -10,7 +10,7 @@ frequency weighting and callbacks as the Trainer, and scores the test orders wit
 
 Three stages:
 
-    # 1. here (project venv): the series and window starts of each split -> one .npz (~20 MB, travels to the GPU)
+    # 1. here (project venv): the series and window starts of each split -> one .npz (8 MB, travels to the GPU)
     .venv/bin/python benchmarks/reproduce_gpu.py prepare --config benchmarks/reproduce/crypto-paper.yaml \
         --eval-test-config benchmarks/reproduce/crypto.yaml --out .gpu/crypto.npz
     # 2. on the GPU machine (Keras + tkan wheels carried, KERAS_BACKEND=jax): train to early stopping or to the
@@ -21,13 +21,15 @@ Three stages:
         --output benchmarks/results/reproduce-crypto-gpu.json
 
 On this workplace's lent GPU machine (Python 3.12 with JAX, no TensorFlow, no network), as run on 2026-12-04:
-carry the pure-Python wheels the model needs (`echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps
---only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform
-manylinux_2_17_x86_64 -d .whl keras==3.12.4 namex==0.1.0 optree==0.20.0 tkan==0.4.2 keras_efficient_kan==0.1.8`)
-and `.gpu/` (also in `.git/info/exclude`), then run there `python3 -m pip install -q --no-index --no-deps --target
-/tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax && python3 benchmarks/reproduce_gpu.py
-train --data .gpu/crypto.npz --out $OUT/run --budget-s 420 --steps-per-epoch 500 --set learning_rate=1e-4`
-(`--set fixed_horizon_risk=true` for the committed crypto loss). One pass over the 538,346 training windows takes
+carry the wheels the model needs and `.gpu/` (both in `.git/info/exclude`):
+`python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform
+manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform
+manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl keras==3.12.4 namex==0.1.0 optree==0.20.0 tkan==0.4.2
+keras_efficient_kan==0.1.8`, then run there `python3 -m pip install -q --no-index --no-deps --no-compile
+--no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; export
+KERAS_BACKEND=jax PYTHONUNBUFFERED=1; python3 benchmarks/reproduce_gpu.py train --data .gpu/crypto.npz --out
+$OUT/run --budget-s 420 --steps-per-epoch 500 --set learning_rate=1e-4` (`--set fixed_horizon_risk=true` for
+the committed crypto loss; not run yet). One pass over the 538,346 training windows takes
 about 55 s on an H200 (benchmarks/HISTORY.md, session 17).
 
 Training windows come from `--config` (the paper-size file: stride 1); eval and test windows from
