@@ -515,6 +515,7 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
                 **{f"{f} min": int((freq == f).sum()) for f in sorted(set(freq.tolist()))}})
     results["concentration"] = reproduce_tails.concentration_by_frequency(
         bps, scored.baseline_bps["twap_volume_vs_vwap"], blocks, freq)
+    loss = ", fixed-horizon risk" if run["training"].get("fixed_horizon_risk") else ""
     result = {"experiment": "crypto", "what": "the paper-size crypto LEM trained on a GPU under Keras/JAX "
                                               "(benchmarks/reproduce_gpu.py), scored on the committed crypto "
                                               f"config's {split} orders by the report's code",
@@ -525,7 +526,7 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
                                  f"{machine_info().get('cpu')}"},
               "data": {k: meta[k] for k in ("configs", "strides", "windows", "sizes", "frequencies")},
               "training_run": run, "results": results,
-              "targets": reproduce.page_targets(f"crypto (GPU, paper size, seed {run['training']['seed']})",
+              "targets": reproduce.page_targets(f"crypto (GPU, paper size{loss}, seed {run['training']['seed']})",
                                                 results["targets"])}
     if cpu_result and os.path.exists(cpu_result):
         with open(cpu_result, encoding="utf-8") as f:

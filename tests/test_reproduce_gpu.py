@@ -88,13 +88,15 @@ def test_three_stages_end_to_end(quick_data, tmp_path):
     run_dir = str(tmp_path / "run")
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT}
     train = subprocess.run([sys.executable, SCRIPT, "train", "--data", path, "--out", run_dir, "--budget-s", "600",
-                            "--steps-per-epoch", "3", "--set", "epochs=2", "--set", "batch_size=32"],
+                            "--steps-per-epoch", "3", "--set", "epochs=2", "--set", "batch_size=32",
+                            "--set", "fixed_horizon_risk=true"],
                            cwd=ROOT, env=env, capture_output=True, text=True)
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
     with open(os.path.join(run_dir, "train.json")) as f:
         run = json.load(f)
     assert run["backend"] == "jax" and run["epochs_run"] == 2 and run["optimizer_steps"] == 6
     assert run["stop_reason"] == "epochs" and run["training"]["batch_size"] == 32
+    assert run["training"]["fixed_horizon_risk"] is True
     output = str(tmp_path / "report.json")
     rep = subprocess.run([sys.executable, SCRIPT, "report", "--data", path, "--run", run_dir, "--output", output,
                           "--cpu-result", ""], cwd=ROOT, capture_output=True, text=True)
@@ -111,6 +113,7 @@ def test_three_stages_end_to_end(quick_data, tmp_path):
         assert "ratio_without_top" in res["concentration"][f"{f} min"]
     names = [t["target"] for t in res["targets"]]
     assert "15 min: match-VWAP std / TWAP (volume) std" in names and "240 min: SELL std at min period N=4" in names
+    assert result["targets"][0]["target"].startswith("crypto (GPU, paper size, fixed-horizon risk, seed 42) ")
     md = open(os.path.splitext(output)[0] + ".md").read()
     assert "ours vs paper Table 6" in md and "Trained on" in md
 
