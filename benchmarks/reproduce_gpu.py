@@ -28,9 +28,10 @@ manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl keras==3.12.4 namex==0
 keras_efficient_kan==0.1.8`, then run there `python3 -m pip install -q --no-index --no-deps --no-compile
 --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; export
 KERAS_BACKEND=jax PYTHONUNBUFFERED=1; python3 benchmarks/reproduce_gpu.py train --data .gpu/crypto.npz --out
-$OUT/run --budget-s 420 --steps-per-epoch 500 --set learning_rate=1e-4` (`--set fixed_horizon_risk=true` for
-the committed crypto loss; not run yet). One pass over the 538,346 training windows takes
-about 55 s on an H200 (benchmarks/HISTORY.md, session 17).
+$OUT/run --budget-s 420 --steps-per-epoch 500 --set learning_rate=1e-4` (session 17, the paper's loss; session 18
+ran the same with `--set fixed_horizon_risk=true`, since then in crypto-paper.yaml: the chosen result,
+`--output benchmarks/results/reproduce-crypto-gpu-fhr.json`). One pass over the 538,346 training windows takes
+about 55 s on an H200 (benchmarks/HISTORY.md, sessions 17-18).
 
 Training windows come from `--config` (the paper-size file: stride 1); eval and test windows from
 `--eval-test-config` (the committed CPU config: strides 16 / 4 / 2), so the test orders are the committed CPU
@@ -109,16 +110,22 @@ def _same_series(a: dict, b: dict) -> bool:
             and np.array_equal(a["timestamp"], b["timestamp"]) and np.array_equal(a["volume"], b["volume"]))
 
 
+def check_configs_agree(train_cfg, et_cfg, names: tuple = ("--config", "--eval-test-config")) -> None:
+    """Raise ValueError unless the training and the eval/test configuration read the same data the same way
+    (SAME_DATA_FIELDS and the sizes): they may differ in strides, model and training only."""
+    for f in SAME_DATA_FIELDS:
+        if getattr(train_cfg.data, f) != getattr(et_cfg.data, f):
+            raise ValueError(f"{names[0]} and {names[1]} differ in data.{f}: "
+                             f"{getattr(train_cfg.data, f)!r} vs {getattr(et_cfg.data, f)!r}")
+    if train_cfg.sizes != et_cfg.sizes:
+        raise ValueError(f"{names[0]} and {names[1]} differ in sizes: {train_cfg.sizes} vs {et_cfg.sizes}")
+
+
 def prepare(config_path: str, eval_test_config_path: str, out: str) -> dict:
     """Write the .npz the device stage reads; returns its description."""
     import dataclasses
     train_cfg, et_cfg = _load_config(config_path), _load_config(eval_test_config_path)
-    for f in SAME_DATA_FIELDS:
-        if getattr(train_cfg.data, f) != getattr(et_cfg.data, f):
-            raise ValueError(f"{config_path} and {eval_test_config_path} differ in data.{f}: "
-                             f"{getattr(train_cfg.data, f)!r} vs {getattr(et_cfg.data, f)!r}")
-    if train_cfg.sizes != et_cfg.sizes:
-        raise ValueError(f"{config_path} and {eval_test_config_path} differ in sizes")
+    check_configs_agree(train_cfg, et_cfg, (config_path, eval_test_config_path))
     series, train = series_windows(train_cfg, ("train",))
     et_series, et = series_windows(et_cfg, ("eval", "test"))
     if len(series) != len(et_series) or not all(_same_series(a, b) for a, b in zip(series, et_series)):

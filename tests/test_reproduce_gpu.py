@@ -188,3 +188,26 @@ def test_overrides_read_json_values_and_plain_text():
         "min_rates": [None]}
     with pytest.raises(SystemExit):
         reproduce_gpu._overrides(["learning_rate"])
+
+
+@pytest.mark.parametrize("experiment", ["crypto", "dow"])
+def test_committed_paper_size_configs_read_the_same_data_as_the_cpu_configs(experiment):
+    """The paper-size GPU config differs from the committed CPU config in strides, model and recipe only (so the
+    GPU model is scored on the CPU run's test orders), and keeps its loss (chosen on eval: HISTORY, session 18)."""
+    directory = os.path.join(ROOT, "benchmarks", "reproduce")
+    paper = reproduce_gpu._load_config(os.path.join(directory, f"{experiment}-paper.yaml"))
+    cpu = reproduce_gpu._load_config(os.path.join(directory, f"{experiment}.yaml"))
+    reproduce_gpu.check_configs_agree(paper, cpu)
+    assert paper.training.fixed_horizon_risk == cpu.training.fixed_horizon_risk
+    assert paper.model.hidden_size == 200 and paper.training.learning_rate == 1e-5 and paper.training.batch_size == 256
+
+
+def test_configs_that_read_other_data_are_refused():
+    import dataclasses
+    cfg = reproduce_gpu._load_config(os.path.join(ROOT, "benchmarks", "reproduce", "crypto.yaml"))
+    other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_start="2023-02-01"))
+    with pytest.raises(ValueError, match="data.test_start"):
+        reproduce_gpu.check_configs_agree(cfg, other)
+    other = dataclasses.replace(cfg, sizes=dataclasses.replace(cfg.sizes, n_ahead=6))
+    with pytest.raises(ValueError, match="sizes"):
+        reproduce_gpu.check_configs_agree(cfg, other)
