@@ -21,8 +21,8 @@ PAGE = os.path.join(BENCH_DIR, "RESULTS.md")
 BEGIN = "<!-- results_page.py: generated from benchmarks/results/*.json; do not edit by hand -->"
 END = "<!-- end of the generated table -->"
 #: Files in this order first, any others after them by name.
-ORDER = ("train_throughput", "serving_latency", "serving_hotswap", "demo", "reproduce-crypto", "reproduce-crypto-gpu",
-         "reproduce-crypto-gpu-seed42", "reproduce-dow",
+ORDER = ("train_throughput", "serving_latency", "serving_hotswap", "demo", "reproduce-crypto", "reproduce-crypto-gpu-fhr",
+         "reproduce-crypto-gpu-fhr-seed42", "reproduce-crypto-gpu", "reproduce-crypto-gpu-seed42", "reproduce-dow",
          "reference-compare")
 HEADER = ("| target | value | goal | met | date, commit | machine | command |\n"
           "|---|---|---|---|---|---|---|")
