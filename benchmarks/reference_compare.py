@@ -97,17 +97,21 @@ def _date(seconds) -> str:
     return np.datetime_as_string(np.datetime64(int(seconds), "s"), unit="m")
 
 
-def build_subset(pipeline_root: str, frequency: int, train_windows: int, test_windows: int, path: str) -> dict:
-    """Read both splits, select the subset, write it to `path` (.npz); returns its definition."""
+def build_subset(pipeline_root: str, frequency: int, train_windows: int, test_windows: int, path: str,
+                 score_split: str = "test") -> dict:
+    """Read the train split and the scored split (`score_split`: "test", or "eval" to choose settings without
+    reading test; its windows fill the subset's `test_*` slots), select the subset, write it to `path` (.npz);
+    returns its definition."""
     from components.report.component import read_raw_examples
     examples = latest_artifact(pipeline_root, "MarketDataExampleGen", "examples")
     sizes = window_sizes(examples)
     o = sizes["norm_window"] + sizes["lookback"]
     arrays, definition = {}, {"examples": os.path.relpath(examples, ROOT), "frequency_minutes": frequency,
                               "selection": "windows the reference keeps, ordered by first execution bar then asset, "
-                                           "K evenly spaced (np.linspace, rounded)", **sizes}
+                                           "K evenly spaced (np.linspace, rounded)", "scored_split": score_split,
+                              **sizes}
     for split, k in (("train", train_windows), ("test", test_windows)):
-        raw = read_raw_examples(os.path.join(examples, f"Split-{split}"))
+        raw = read_raw_examples(os.path.join(examples, f"Split-{score_split if split == 'test' else 'train'}"))
         at_freq = raw["frequency_minutes"] == frequency
         valid = reference_valid(raw["volume"], raw["quote_volume"], **sizes)
         idx = select_windows(raw["timestamp"][:, o], raw["asset"], raw["frequency_minutes"], frequency, k, valid)
@@ -256,6 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--frequency", type=int, default=15, help="bar length in minutes of the subset")
     p.add_argument("--train-windows", type=int, default=4096, help="0 = all")
     p.add_argument("--test-windows", type=int, default=2048, help="0 = all")
+    p.add_argument("--score-split", choices=("test", "eval"), default="test",
+                   help="the split whose windows are scored (eval: to choose settings without reading test)")
     for name, default in [("hidden", 32), ("embedding", 8), ("heads", 4), ("fused", 32), ("epochs", 12),
                           ("batch", 256), ("threads", 2), ("seed", 0)]:
         p.add_argument("--" + name, type=int, default=default)
@@ -263,6 +269,8 @@ def main(argv=None) -> int:
     p.add_argument("--fixed-horizon-risk", action="store_true",
                    help="ours: the risk term on the minimum-period-N head too, as benchmarks/reproduce/crypto.yaml "
                         "trains (off: the paper's objective, the reference's)")
+    p.add_argument("--ours-input-clip", type=float, help="ours: LargeExecutionModel(input_clip=) (default: the model's)")
+    p.add_argument("--ours-volume-clip", type=float, help="ours: LargeExecutionModel(volume_clip=) (default: the model's)")
     p.add_argument("--impls", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of " +
                    ", ".join(IMPLEMENTATIONS))
     p.add_argument("--work-dir", help="subset and allocations (default: a new temporary folder)")
@@ -282,7 +290,8 @@ def main(argv=None) -> int:
         subset_path, definition = a.subset, {"subset_file": a.subset}
     elif a.pipeline_root:
         subset_path = os.path.join(work, "subset.npz")
-        definition = build_subset(a.pipeline_root, a.frequency, a.train_windows, a.test_windows, subset_path)
+        definition = build_subset(a.pipeline_root, a.frequency, a.train_windows, a.test_windows, subset_path,
+                                  a.score_split)
     else:
         p.error("give --pipeline-root or --subset")
     subset = load_subset(subset_path)
@@ -296,7 +305,8 @@ def main(argv=None) -> int:
     training = {"epochs": a.epochs, "batch": a.batch, "lr": a.lr, "seed": a.seed, "threads": a.threads,
                 "min_rate": 1.0 / sizes["n_ahead"] ** 2, "max_rate": 1.0, "optimizer": "Adam",
                 "callbacks": "none (fixed epochs)", "jit_compile": False,
-                "ours_fixed_horizon_risk": a.fixed_horizon_risk}
+                "ours_fixed_horizon_risk": a.fixed_horizon_risk, "ours_input_clip": a.ours_input_clip,
+                "ours_volume_clip": a.ours_volume_clip}
     print(f"[reference-compare] subset: {definition['train']['windows']} train / {definition['test']['windows']} "
           f"test windows at {definition['frequency_minutes']} min, W/L/N {sizes['norm_window']}/"
           f"{sizes['lookback']}/{sizes['n_ahead']}; model {model}; {a.epochs} epochs, batch {a.batch}, lr {a.lr}",
@@ -310,6 +320,8 @@ def main(argv=None) -> int:
         out = os.path.join(work, f"{name}.npz")
         if name == "ours":
             extra = ["--fixed-horizon-risk"] if a.fixed_horizon_risk else []
+            extra += [f"--{k}={v}" for k, v in (("input-clip", a.ours_input_clip), ("volume-clip", a.ours_volume_clip))
+                      if v is not None]
             res = run_worker(OURS_PYTHON, "reference_compare_ours.py", ["--subset", subset_path, "--output", out,
                                                                         *common, *extra], env, a.timeout)
         else:

@@ -108,6 +108,18 @@ def test_ours_worker_and_json_fields(tmp_path):
     # measured 0.69879 against 0.69692 (2.7e-3 apart); float32 kernels move a 1-epoch loss by ~1e-6
     assert again["implementations"]["ours"]["loss"][0] != pytest.approx(ours["loss"][0], rel=1e-4)
 
+    # --ours-input-clip: ours built with LargeExecutionModel(input_clip=) (generated features reach +-3: a clip at
+    # 0.5 changes the model's inputs, hence its schedules)
+    out3 = tmp_path / "compare-clip.json"
+    assert rc.main(["--subset", subset, "--impls", "ours", "--work-dir", str(tmp_path / "clip"), "--output",
+                    str(out3), "--ours-input-clip", "0.5", *TINY]) == 0
+    clipped = json.loads(out3.read_text())
+    assert clipped["training"]["ours_input_clip"] == 0.5 and clipped["training"]["ours_volume_clip"] is None
+    assert clipped["implementations"]["ours"]["input_clip"] == 0.5
+    assert ours["input_clip"] == ours["volume_clip"] > 1e5
+    moved = np.abs(np.load(tmp_path / "clip" / "ours.npz")["allocations"] - np.load(tmp_path / "ours.npz")["allocations"])
+    assert moved.max() > 1e-3  # measured 4.0e-3
+
 
 @pytest.mark.skipif(not os.path.exists(rc.REF_PYTHON), reason="benchmarks/.venv-ref absent "
                     "(benchmarks/setup_reference_venv.sh)")
