@@ -11,7 +11,9 @@ test orders, OUR one evaluator.
    `ingestion_report.json`) at `--frequency`, all assets pooled (neither model has an asset input). Windows the
    reference's data preparation would reject (zero volume sums: `reference_valid`) are left out first; then
    `select_windows` orders them by first execution bar (then asset) and keeps K evenly spaced ones
-   (deterministic). Written to `<work-dir>/subset.npz` (`--subset` reuses one).
+   (deterministic). Written to `<work-dir>/subset.npz` (`--subset` reuses one). `--score-split eval` scores the
+   eval split's windows instead of the test split's (they fill the subset's `test_*` slots), to choose settings
+   without reading test; `--ours-input-clip` / `--ours-volume-clip` build ours with those model bounds.
 2. Ours: benchmarks/reference_compare_ours.py in the project venv (lem_model only: the feature builder, build_lem,
    compile_lem; min rate 1/N^2, max rate 1). The paper's objective, as the reference trains, unless
    `--fixed-horizon-risk` (the committed crypto config's loss: the risk term on the minimum-period-N head too).
