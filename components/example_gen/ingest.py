@@ -191,8 +191,8 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
 
 
 def asset_series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
-            counts: MutableMapping[str, int], notes: list | None = None
-            ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+                 counts: MutableMapping[str, int], notes: list | None = None
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per gap-free (asset, frequency) segment, lazily: (frequency, timestamp_s, volume, quote_volume, window
     starts, split index of each start) of the windows that survive the cut (`windows.window_starts`) and the
     time split (`assign_splits`); drops and examples per split are counted in `counts`. The asset's ONE
