@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/reproduce.py --experiment crypto      # Tables 6-8 (15 / 90 / 240 min)
     .venv/bin/python benchmarks/reproduce.py --experiment dow         # Table 1 (Dow 30, daily)
     .venv/bin/python benchmarks/reproduce.py --experiment crypto --quick   # same path, generated bars, ~2 min
+    .venv/bin/python benchmarks/reproduce.py --experiment crypto --set model.input_clip=5 \
+        --set root=./runs/crypto-v6 --output-dir runs/crypto-v6/results      # a variant, from a clean checkout
 
 What it does:
 1. runs `lems run --config FILE` (the pipeline: ExampleGen .. Trainer .. Evaluator (blessing on the config's
@@ -87,12 +89,13 @@ def quick_config(experiment: str, workdir: str) -> str:
     return path
 
 
-def run_pipeline(config_path: str, log_path: str) -> dict:
-    """`lems run --config config_path`, output teed to `log_path`; returns {wall_seconds, components, report_dir,
-    blessed, pushed}. Raises with the log's tail when the run fails."""
+def run_pipeline(config_path: str, log_path: str, overrides=()) -> dict:
+    """`lems run --config config_path [--set OVERRIDE ...]`, output teed to `log_path`; returns {wall_seconds,
+    components, report_dir, blessed, pushed}. Raises with the log's tail when the run fails."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     lems = os.path.join(os.path.dirname(sys.executable), "lems")  # the console script of the installed package
     cmd = ([lems] if os.path.exists(lems) else [sys.executable, "-m", "lems_cli.main"]) + ["run", "--config", config_path]
+    cmd += [arg for o in overrides for arg in ("--set", o)]
     t0 = time.time()
     lines = []
     with open(log_path, "w", encoding="utf-8") as log:
@@ -425,6 +428,9 @@ def main(argv=None) -> int:
                         "written to <root>/reproduce-<experiment>-eval.json|md")
     p.add_argument("--no-concentration", action="store_true",
                    help="skip the per-slice concentration lines (they re-run the model over the split's orders)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a field of the config, as `lems run --set` (repeatable), e.g. a variant: "
+                        "--set model.input_clip=5 --set root=./runs/crypto-v6")
     a = p.parse_args(argv)
     workdir = None
     if a.quick:
@@ -435,7 +441,10 @@ def main(argv=None) -> int:
         config_path = a.config or os.path.join(CONFIG_DIR, f"{a.experiment}.yaml")
         out_dir = a.output_dir or RESULTS_DIR
     from pipeline.configs import PipelineConfig
-    config = PipelineConfig.from_file(config_path)
+    try:
+        config = PipelineConfig.from_file(config_path).with_overrides(a.set)
+    except ValueError as e:
+        raise SystemExit(f"reproduce: {e}") from e
     if a.split == "eval":
         run = {"wall_seconds": 0.0, "components": {}, "report_dir": split_report(config, "eval"), "blessed": None,
                "pushed": None}
@@ -443,9 +452,10 @@ def main(argv=None) -> int:
     elif a.report_dir:
         run = {"wall_seconds": 0.0, "components": {}, "report_dir": a.report_dir, "blessed": None, "pushed": None}
     else:
-        run = run_pipeline(config_path, os.path.join(config.root, "lems-run.log"))
+        run = run_pipeline(config_path, os.path.join(config.root, "lems-run.log"), a.set)
     command = "benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"experiment": a.experiment, "quick": a.quick, "config": os.path.relpath(config_path, ROOT),
+              "overrides": a.set,
               "command": command.strip(), "commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(
                   timespec="seconds"), "machine": {"host": f"{platform.node()} {platform.machine()}", **machine_info()},
               "blessing_split": config.evaluation.split, "report_split": config.report.split,

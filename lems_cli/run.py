@@ -9,6 +9,9 @@ import os
 def add_parser(parser):
     parser.add_argument("--config", required=True, help="pipeline configuration (YAML or JSON; see pipeline/configs.py)")
     parser.add_argument("--root", help="override the config's root directory (pipeline root + ML Metadata)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one field of the config (repeatable; VALUE read as JSON where it parses), "
+                             "e.g. --set model.input_clip=5 --set training.epochs=3")
 
 
 def print_summary(config, summary) -> None:
@@ -50,9 +53,10 @@ def print_summary(config, summary) -> None:
 def run(args) -> int:
     from pipeline.configs import PipelineConfig
     config = PipelineConfig.from_file(args.config)  # types, choices and keys checked here, before TensorFlow
-    if args.root:
-        config = config.replace(root=args.root)
     try:
+        config = config.with_overrides(args.set)
+        if args.root:
+            config = config.replace(root=args.root)
         config.validate()
     except ValueError as e:
         raise SystemExit(f"lems run: {args.config}: {e}") from e

@@ -10,6 +10,7 @@ key and the section), so a typo never silently falls back to a default.
     config = PipelineConfig.from_file("my_run.yaml")          # or .json
     config = PipelineConfig.from_dict({"sizes": {"n_ahead": 4}})
     config.replace(training={"epochs": 1})                    # copy with some fields changed
+    config.with_overrides(["training.epochs=1"])              # the same, as `lems run --set` takes it
 """
 from __future__ import annotations
 
@@ -232,6 +233,33 @@ class PipelineConfig:
                 values[key] = {**values[key], **value}
             else:
                 values[key] = value
+        return PipelineConfig.from_dict(values)
+
+    def with_overrides(self, assignments) -> "PipelineConfig":
+        """Copy with `SECTION.FIELD=VALUE` (or top-level `FIELD=VALUE`) assignments applied in order, as
+        `lems run --set` takes them: `["model.input_clip=5", "training.epochs=3", "root=./runs/x"]`. VALUE is read
+        as JSON where it parses (numbers, true/false, null, lists, objects), else kept as text; the result is
+        type-checked like a file, so an unknown section or field is an error naming it."""
+        values = self.to_dict()
+        for text in assignments or ():
+            key, sep, raw = str(text).partition("=")
+            path = key.strip().split(".")
+            if not sep or not all(path) or len(path) > 2:
+                raise ValueError(f"override {text!r}: expected SECTION.FIELD=VALUE or FIELD=VALUE")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if len(path) == 1:
+                if isinstance(values.get(path[0]), dict):
+                    raise ValueError(f"override {text!r}: {path[0]!r} is a section; name one of its fields, "
+                                     f"e.g. {path[0]}.{next(iter(values[path[0]]), 'FIELD')}=VALUE")
+                values[path[0]] = value
+            else:
+                if not isinstance(values.get(path[0]), dict):
+                    raise ValueError(f"override {text!r}: {path[0]!r} is not a section; sections: "
+                                     f"{sorted(k for k, v in values.items() if isinstance(v, dict))}")
+                values[path[0]] = {**values[path[0]], path[1]: value}
         return PipelineConfig.from_dict(values)
 
     def ingestion_config(self):

@@ -13,6 +13,15 @@ from lems_cli.main import main
 from pipeline.configs import PipelineConfig, demo_config
 
 
+def test_run_rejects_a_bad_override_before_running(tmp_path):
+    path = str(tmp_path / "c.yaml")
+    demo_config(str(tmp_path / "root")).save(path)
+    with pytest.raises(SystemExit) as err:
+        main(["run", "--config", path, "--set", "model.input_clp=5"])
+    assert "input_clp" in str(err.value) and "config.model" in str(err.value) and path in str(err.value)
+    assert not (tmp_path / "root").exists()   # nothing ran
+
+
 def test_version_from_package_metadata(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"lems {metadata.version('lems-tfx')}"

@@ -83,6 +83,31 @@ def test_every_data_field_reaches_the_example_gen_config():
         outlier_return_z=150.0)
 
 
+def test_overrides_set_fields_as_a_file_would():
+    base = demo_config("./runs/d")
+    config = base.with_overrides(["model.input_clip=5", "training.epochs=3", "root=./runs/v6",
+                                  "data.frequencies=[15, 90]", "pipeline_name=v6", "training.learning_rate=1e-4"])
+    assert config == base.replace(model={"input_clip": 5.0}, training={"epochs": 3, "learning_rate": 1e-4},
+                                  root="./runs/v6", data={"frequencies": [15, 90]}, pipeline_name="v6")
+    assert config.model.input_clip == 5.0 and config.model.hidden_size == base.model.hidden_size
+    assert base.with_overrides([]) == base and base.model.input_clip != 5.0   # a copy; the original unchanged
+    assert base.with_overrides(["model.input_clip=5", "model.input_clip=7"]).model.input_clip == 7.0   # in order
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.input_clp=5", "unknown key(s) ['input_clp'] in config.model"),
+    ("modle.input_clip=5", "'modle' is not a section"),
+    ("model=5", "'model' is a section"),
+    ("model.input_clip", "expected SECTION.FIELD=VALUE"),
+    ("model.recurrent.x=1", "expected SECTION.FIELD=VALUE"),
+    ("training.epochs=many", "config.training.epochs"),
+])
+def test_bad_overrides_are_errors_naming_them(override, message):
+    with pytest.raises(ValueError) as err:
+        demo_config().with_overrides([override])
+    assert message in str(err.value)
+
+
 def test_resolved_makes_local_paths_absolute_only():
     config = PipelineConfig(root="runs/x").replace(serving={"serving_dir": "gs://bucket/serving"}).resolved()
     assert os.path.isabs(config.root) and os.path.isabs(config.data.source)

@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import reproduce  # noqa: E402
 import reproduce_tails  # noqa: E402
+from pipeline.configs import PipelineConfig  # noqa: E402
 
 N = 4
 
@@ -142,14 +143,19 @@ def test_concentration_line():
                                                            ("dow", [1440], "Table 1")])
 def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, table):
     out = tmp_path / "out"
+    overrides = ["model.input_clip=5"] if experiment == "crypto" else []   # a variant, as `lems run --set` takes it
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reproduce.py"), "--experiment",
-                           experiment, "--quick", "--output-dir", str(out)], cwd=ROOT, capture_output=True,
+                           experiment, "--quick", "--output-dir", str(out)]
+                          + [arg for o in overrides for arg in ("--set", o)], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / f"reproduce-{experiment}.json").read_text())
     test = result["results"]
     assert result["quick"] is True and result["report_split"] == "test" and result["blessing_split"] == "eval"
     assert test["frequencies"] == frequencies
+    assert result["overrides"] == overrides
+    trained = _trained_model_config(out / f"{experiment}-quick.yaml")
+    assert trained["input_clip"] == (5.0 if overrides else PipelineConfig().model.input_clip)   # it reached the Trainer
     assert set(result["run"]["components"]) >= {"MarketDataExampleGen", "Trainer", "Evaluator", "ExecutionReport"}
     for f in frequencies:
         s = test["slices"][f"{f} min"]
@@ -173,16 +179,26 @@ def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, 
         _rate_cap_on_the_quick_run(out, test)
 
 
+def _trained_model_config(config_path) -> dict:
+    """The model hyperparameters the run's newest Trainer model was built with (its export metadata)."""
+    from _common import latest_artifact
+    from components.trainer.export import METADATA_FILE
+    root = PipelineConfig.from_file(str(config_path)).pipeline_root
+    path = os.path.join(latest_artifact(root, "Trainer", "model"), "Format-Serving", METADATA_FILE)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["model"]
+
+
 def _rate_cap_on_the_quick_run(out, test):
     """benchmarks/rate_cap.py on the finished quick run: the uncapped row is the report's, a cap bounds every
     bar's allocation and the order still completes."""
+    import inspect
+
     import numpy as np
     import rate_cap
     from components.report.component import read_raw_examples
-    import inspect
     from lem_model.layers import soft_clip_tolerance
     from lem_model.model import LargeExecutionModel
-    from pipeline.configs import PipelineConfig
     config_path = str(out / "crypto-quick.yaml")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "rate_cap.py"), "--config", config_path,
                            "--split", "test", "--max-rates", "1,0.3", "--output", str(out / "cap.json")],
