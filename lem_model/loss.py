@@ -28,6 +28,12 @@ real bars with the paper's objective: its std is 1.15-2.0x TWAP's; benchmarks/RE
 `fixed_horizon_risk=True` adds the match head's risk term softplus(|D|) for that head as well (its 2 x 4
 terms join the risk sum and the denominator); False (default) is the paper's objective.
 
+The form of the risk term (`risk_term`): "softplus_abs" (default, the paper's eq. 46) is softplus(|D|), which for
+D in percent is close to ln 2 + |D| / 2: a mean-absolute penalty, so a 13 % miss in one order weighs as much as
+a hundred 0.13 % misses. The match head is judged by the std of its slippage, a root-mean-square figure, where
+that one order weighs as much as ten thousand. "squared" uses D^2 (percent units), the term whose mean is the
+variance about the benchmark, so the loss weighs rare large misses as the metric does.
+
 Degenerate samples (zero volume, constant or zero prices, all-zero rows) keep finite gradients: every
 division is a double-where safe division, a window without volume falls back to its TWAP, and undefined
 ratios give D = 0.
@@ -39,7 +45,7 @@ import keras
 from keras import ops
 
 from lem_model import layout
-from lem_model.presets import PAPER_PNL_SHARPNESS
+from lem_model.presets import PAPER_PNL_SHARPNESS, RISK_TERMS
 from lem_model.slippage import COMPLETION_TOL
 
 #: Sharpness of the soft completion weight tanh(s * remaining): ~1 once > 1% of the order remains.
@@ -104,11 +110,14 @@ def head_slippage(labels, allocations, mask_sharpness: float | None = None, tol:
 
 
 def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHARPNESS,
-                  pnl_sharpness: float = DEFAULT_PNL_SHARPNESS, fixed_horizon_risk: bool = False):
-    """Per-sample loss [B] (see the module docstring for the objective, its sign, `pnl_sharpness` and
-    `fixed_horizon_risk`)."""
+                  pnl_sharpness: float = DEFAULT_PNL_SHARPNESS, fixed_horizon_risk: bool = False,
+                  risk_term: str = RISK_TERMS[0]):
+    """Per-sample loss [B] (see the module docstring for the objective, its sign, `pnl_sharpness`,
+    `fixed_horizon_risk` and `risk_term`)."""
     if not pnl_sharpness > 0:
         raise ValueError(f"pnl_sharpness must be > 0, got {pnl_sharpness!r}")
+    if risk_term not in RISK_TERMS:
+        raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
     d = 100.0 * head_slippage(labels, allocations, mask_sharpness)      # [B, N+1, 4, 2], percent
     n = d.shape[1] - 1
     flex = d[:, :n]
@@ -117,7 +126,8 @@ def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHAR
     k = float(pnl_sharpness)
     pnl = ops.sum(ops.softplus(k * (buy - sell)), axis=(1, 2, 3)) / k
     risk_heads = d[:, n - 1:] if fixed_horizon_risk else d[:, n:]
-    risk = ops.sum(ops.softplus(ops.abs(risk_heads)), axis=(1, 2, 3))
+    risk_per_head = ops.square(risk_heads) if risk_term == "squared" else ops.softplus(ops.abs(risk_heads))
+    risk = ops.sum(risk_per_head, axis=(1, 2, 3))
     return (pnl + risk) / float(2 * n * 2 + 2 * layout.NUM_PATHS * risk_heads.shape[1])
 
 
@@ -126,15 +136,19 @@ class LEMLoss(keras.losses.Loss):
     """Keras loss: y_true = labels [B, N, 2], y_pred = allocations [B, N, N+1, 4, 2]."""
 
     def __init__(self, mask_sharpness: float = DEFAULT_MASK_SHARPNESS, pnl_sharpness: float = DEFAULT_PNL_SHARPNESS,
-                 fixed_horizon_risk: bool = False, name: str = "lem_loss", **kwargs):
+                 fixed_horizon_risk: bool = False, risk_term: str = RISK_TERMS[0], name: str = "lem_loss", **kwargs):
         super().__init__(name=name, **kwargs)
+        if risk_term not in RISK_TERMS:
+            raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
         self.mask_sharpness = float(mask_sharpness)
         self.pnl_sharpness = float(pnl_sharpness)
         self.fixed_horizon_risk = bool(fixed_horizon_risk)
+        self.risk_term = str(risk_term)
 
     def call(self, y_true, y_pred):
-        return lem_objective(y_true, y_pred, self.mask_sharpness, self.pnl_sharpness, self.fixed_horizon_risk)
+        return lem_objective(y_true, y_pred, self.mask_sharpness, self.pnl_sharpness, self.fixed_horizon_risk,
+                             self.risk_term)
 
     def get_config(self):
         return {**super().get_config(), "mask_sharpness": self.mask_sharpness, "pnl_sharpness": self.pnl_sharpness,
-                "fixed_horizon_risk": self.fixed_horizon_risk}
+                "fixed_horizon_risk": self.fixed_horizon_risk, "risk_term": self.risk_term}

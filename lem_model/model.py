@@ -22,7 +22,7 @@ from keras import ops
 from lem_model import layout
 from lem_model.features import VOLUME_COLUMN
 from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - SMALL_CONFIG re-exported: lem_model.model.SMALL_CONFIG
-from lem_model.presets import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, INPUT_CLIP, XLA_MAX_BATCH
+from lem_model.presets import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, INPUT_CLIP, RISK_TERMS, XLA_MAX_BATCH
 from lem_model.presets import RECURRENT_CHOICES  # noqa: F401 - re-exported: configs check it without Keras
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
                               StepwiseFusedAllocator, VariableSelectionNetwork, soft_clip_tolerance)
@@ -223,14 +223,15 @@ def build_lem(num_features: int | None = None, batch_size: int | None = None, **
 
 
 def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask_sharpness: float | None = None,
-                pnl_sharpness: float | None = None, fixed_horizon_risk: bool = False, metrics: bool = True,
-                jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
+                pnl_sharpness: float | None = None, fixed_horizon_risk: bool = False, risk_term: str | None = None,
+                metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
     """Compile with Adam (paper §3.4: lr 1e-5; `lem_model.optim.LemAdam`, fused on TensorFlow), the LEM loss
     and the slippage metrics (bps).
 
     jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default). pnl_sharpness: risk
     aversion of the flexible heads (`lem_model.loss`; None = the paper's 1); fixed_horizon_risk: the risk term on the
-    minimum-period-N head too (`lem_model.loss`; False = the paper).
+    minimum-period-N head too (`lem_model.loss`; False = the paper); risk_term: the risk term's form
+    (`lem_model.presets.RISK_TERMS`; None = the paper's softplus(|D|)).
     """
     from lem_model.loss import DEFAULT_MASK_SHARPNESS, DEFAULT_PNL_SHARPNESS, LEMLoss
     from lem_model.metrics import lem_metrics
@@ -238,7 +239,7 @@ def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask
 
     loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness,
                    pnl_sharpness=DEFAULT_PNL_SHARPNESS if pnl_sharpness is None else pnl_sharpness,
-                   fixed_horizon_risk=fixed_horizon_risk)
+                   fixed_horizon_risk=fixed_horizon_risk, risk_term=RISK_TERMS[0] if risk_term is None else risk_term)
     model.compile(optimizer=LemAdam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
                   metrics=lem_metrics() if metrics else None, jit_compile=jit_compile)
     return model

@@ -32,6 +32,9 @@ SMALL_CONFIG = dict(lookback=60, n_ahead=PAPER_SIZES["n_ahead"], hidden_size=32,
 #: Risk aversion k of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (`lem_model.loss`); 1 is the
 #: paper's eq. 44.
 PAPER_PNL_SHARPNESS = 1.0
+#: Forms of the match head's risk term (`lem_model.loss`): "softplus_abs" is the paper's eq. 46 and the default,
+#: "squared" is D^2 (the variance the match-VWAP std measures).
+RISK_TERMS = ("softplus_abs", "squared")
 
 
 def paper_min_rate(n_ahead: int) -> float:

@@ -335,7 +335,7 @@ def field_rules() -> dict:
     from components.market_data.outliers import OUTLIER_MODES
     from components.market_data.readers import BAD_ROW_POLICIES, QUOTE_VOLUME_RULES
     from components.market_data.resample import MISSING_RULES
-    from lem_model.presets import FREQUENCY_WEIGHTINGS, RECURRENT_CHOICES
+    from lem_model.presets import FREQUENCY_WEIGHTINGS, RECURRENT_CHOICES, RISK_TERMS
     strings = {"items": str}
     return {
         "DataConfig": {"frequencies": {"items": int, "min": 1}, "stride": {"min": 1},
@@ -352,7 +352,7 @@ def field_rules() -> dict:
         "TrainingConfig": {"min_rates": {"items": Optional[float]}, "max_rates": {"items": float},
                            "jit_compile": {"choices": ("auto", True, False)}, "verbose": {"choices": (0, 1, 2)},
                            "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS},
-                           "pnl_sharpness": {"min": 1e-6}},
+                           "pnl_sharpness": {"min": 1e-6}, "risk_term": {"choices": RISK_TERMS}},
         "EvaluationConfig": {"split": {"choices": SPLIT_NAMES}, "slice_features": strings},
         "ReportConfig": {"split": {"choices": SPLIT_NAMES}},
         "KubeflowConfig": {"beam_pipeline_args": strings},

@@ -124,17 +124,19 @@ def test_gradients_finite_through_the_model_on_an_all_zero_sample():
     assert all(g is not None and np.all(np.isfinite(np.asarray(g))) for g in grads)
 
 
-def _objective_by_hand(labels, alloc, k, fixed_horizon_risk=False):
+def _objective_by_hand(labels, alloc, k, fixed_horizon_risk=False, squared=False):
     """The objective from head_slippage, in NumPy: flexible heads softplus(k (D_buy - D_sell)) / k, match head
-    (and with fixed_horizon_risk the minimum-period-N head) softplus(|D|), over 2*N*2 + 2*4 (+ 2*4) terms."""
+    (and with fixed_horizon_risk the minimum-period-N head) softplus(|D|) (squared: D^2), over 2*N*2 + 2*4
+    (+ 2*4) terms."""
     d = 100.0 * np.asarray(lem_loss.head_slippage(labels, alloc, lem_loss.DEFAULT_MASK_SHARPNESS), np.float64)
     n = d.shape[1] - 1
     softplus = lambda x: np.logaddexp(0.0, x)  # noqa: E731
+    risk_of = np.square if squared else (lambda x: softplus(np.abs(x)))
     spread = d[:, :n, [0, 1]] - d[:, :n, [2, 3]]          # paths: buy-vwap, buy-twap, sell-vwap, sell-twap
     pnl = softplus(k * spread).sum((1, 2, 3)) / k
-    risk = softplus(np.abs(d[:, n])).sum((1, 2))
+    risk = risk_of(d[:, n]).sum((1, 2))
     if fixed_horizon_risk:
-        return (pnl + risk + softplus(np.abs(d[:, n - 1])).sum((1, 2))) / (2 * n * 2 + 2 * 4 * 2)
+        return (pnl + risk + risk_of(d[:, n - 1]).sum((1, 2))) / (2 * n * 2 + 2 * 4 * 2)
     return (pnl + risk) / (2 * n * 2 + 2 * 4)
 
 
@@ -178,3 +180,32 @@ def test_fixed_horizon_risk_adds_the_risk_term_on_the_minimum_period_n_head():
     assert np.abs(grads[True] - grads[False]).max() > 1e-4
     clone = keras.losses.deserialize(keras.losses.serialize(lem_loss.LEMLoss(fixed_horizon_risk=True)))
     assert clone.fixed_horizon_risk is True
+
+
+@pytest.mark.parametrize("fixed_horizon_risk", [False, True])
+def test_squared_risk_term_is_d_squared_on_the_risk_heads(fixed_horizon_risk):
+    b, n = 6, 4
+    alloc, labels = _random_allocations(b, n, seed=7), _labels(b, n, seed=8)
+    got = np.asarray(lem_loss.lem_objective(labels, alloc, fixed_horizon_risk=fixed_horizon_risk, risk_term="squared"))
+    np.testing.assert_allclose(got, _objective_by_hand(labels, alloc, 1.0, fixed_horizon_risk, squared=True), rtol=1e-5)
+    assert not np.allclose(got, np.asarray(lem_loss.lem_objective(labels, alloc, fixed_horizon_risk=fixed_horizon_risk)),
+                           rtol=1e-3)
+    # the paper's form is the default
+    np.testing.assert_array_equal(np.asarray(lem_loss.lem_objective(labels, alloc, risk_term="softplus_abs")),
+                                  np.asarray(lem_loss.lem_objective(labels, alloc)))
+
+
+def test_risk_term_is_saved_with_the_loss_and_checked():
+    clone = keras.losses.deserialize(keras.losses.serialize(lem_loss.LEMLoss(risk_term="squared")))
+    assert clone.risk_term == "squared"
+    with pytest.raises(ValueError, match="risk_term"):
+        lem_loss.LEMLoss(risk_term="square")
+    with pytest.raises(ValueError, match="risk_term"):
+        lem_loss.lem_objective(_labels(1, 3), _random_allocations(1, 3), risk_term="abs")
+
+
+def test_compile_lem_trains_with_the_risk_term_it_is_given():
+    from lem_model.model import compile_lem
+    from lem_model_testutils import tiny_model
+    assert compile_lem(tiny_model("lstm"), risk_term="squared", metrics=False).loss.risk_term == "squared"
+    assert compile_lem(tiny_model("lstm"), metrics=False).loss.risk_term == "softplus_abs"   # the paper's

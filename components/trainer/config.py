@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lem_model.presets import PAPER_PNL_SHARPNESS
+from lem_model.presets import PAPER_PNL_SHARPNESS, RISK_TERMS
 
 
 @dataclass
@@ -24,7 +24,9 @@ class TrainingConfig:
     dominate a multi-frequency model; lem_model.presets.FREQUENCY_WEIGHTINGS). pnl_sharpness: risk aversion k
     of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (lem_model.loss; 1 = the paper).
     fixed_horizon_risk: train the minimum-period-N head (no time flexibility) with the match head's risk term
-    as well as its PnL term (lem_model.loss; false = the paper).
+    as well as its PnL term (lem_model.loss; false = the paper). risk_term: the form of that risk term,
+    "softplus_abs" (the paper's softplus(|D|), a mean-absolute penalty) or "squared" (D^2, whose mean is the
+    variance the match-VWAP std measures; lem_model.loss.RISK_TERMS).
     """
     learning_rate: float = 1e-5
     batch_size: int = 256
@@ -46,3 +48,4 @@ class TrainingConfig:
     frequency_weighting: str = "none"
     pnl_sharpness: float = PAPER_PNL_SHARPNESS
     fixed_horizon_risk: bool = False
+    risk_term: str = RISK_TERMS[0]
