@@ -29,10 +29,11 @@ real bars with the paper's objective: its std is 1.15-2.0x TWAP's; benchmarks/RE
 terms join the risk sum and the denominator); False (default) is the paper's objective.
 
 The form of the risk term (`risk_term`): "softplus_abs" (default, the paper's eq. 46) is softplus(|D|), which for
-D in percent is close to ln 2 + |D| / 2: a mean-absolute penalty, so a 13 % miss in one order weighs as much as
-a hundred 0.13 % misses. The match head is judged by the std of its slippage, a root-mean-square figure, where
-that one order weighs as much as ten thousand. "squared" uses D^2 (percent units), the term whose mean is the
-variance about the benchmark, so the loss weighs rare large misses as the metric does.
+D in percent is close to ln 2 + |D| / 2 near 0 and to |D| far from it: a mean-absolute penalty, so a 13 % miss
+in one order weighs as much as about 180 misses of 0.13 %. The match head is judged by the std of its slippage,
+a root-mean-square figure, where that one order weighs as much as ten thousand. "squared" uses D^2 (percent
+units), the term whose mean is the variance about the benchmark, so the loss weighs rare large misses as the
+metric does (measured on the crypto experiment: benchmarks/RESULTS.md, V7; not adopted there).
 
 Degenerate samples (zero volume, constant or zero prices, all-zero rows) keep finite gradients: every
 division is a double-where safe division, a window without volume falls back to its TWAP, and undefined
