@@ -75,6 +75,23 @@ def latest_artifact(pipeline_root: str, component: str, output: str) -> str:
     return os.path.join(base, str(ids[0]))
 
 
+def load_config(path: str, overrides=(), prog: str = "benchmark"):
+    """The pipeline config of a finished or new run: `path` with `lems run --set`-style overrides applied
+    (`PipelineConfig.with_overrides`); a bad file or override exits with the message naming it."""
+    from pipeline.configs import PipelineConfig
+    try:
+        return PipelineConfig.from_file(path).with_overrides(overrides)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{prog}: {e}") from e
+
+
+def add_set_argument(parser) -> None:
+    """`--set SECTION.FIELD=VALUE` (repeatable), as `lems run --set` takes it."""
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a field of the config, as `lems run --set` (repeatable), e.g. "
+                             "--set model.input_clip=5 --set root=./runs/crypto-v6")
+
+
 def git_commit() -> str:
     """Short commit of the checkout, with "+dirty" when tracked files other than Markdown and the results differ
     from it (the code or configs that ran are then not that commit's); "unknown" outside git."""

@@ -29,7 +29,7 @@ ROOT = os.path.dirname(BENCH_DIR)
 for p in (ROOT, BENCH_DIR):
     if p not in sys.path:
         sys.path.insert(0, p)
-from _common import git_commit, latest_artifact, machine_info  # noqa: E402
+from _common import add_set_argument, git_commit, latest_artifact, load_config, machine_info  # noqa: E402
 
 
 def capped_allocations(model_dir: str, raw: dict, max_rate: float, batch: int = 512) -> np.ndarray:
@@ -130,11 +130,11 @@ def main(argv=None) -> int:
                    help="comma-separated caps (fractions of the order per bar; each * N must be >= 1)")
     p.add_argument("--experiment", default="crypto", choices=("crypto", "dow"))
     p.add_argument("--output", required=True, help=".json (a .md beside it)")
+    add_set_argument(p)
     a = p.parse_args(argv)
+    config = load_config(a.config, a.set, "rate_cap")   # a bad file or override fails before TensorFlow loads
     from components.report.component import read_raw_examples
     from components.trainer.export import read_metadata
-    from pipeline.configs import PipelineConfig
-    config = PipelineConfig.from_file(a.config)
     model_dir = os.path.join(latest_artifact(config.pipeline_root, "Trainer", "model"), "Format-Serving")
     examples = os.path.join(latest_artifact(config.pipeline_root, "VwapCurveBaseline", "baseline_examples"),
                             f"Split-{a.split}")
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
               flush=True)
     result = {"split": a.split, "orders": int(len(raw["volume"])), "frequencies": full[f"{caps[0]:g}"]["frequencies"],
               "model_dir": os.path.relpath(model_dir, ROOT), "config": os.path.relpath(a.config, ROOT),
-              "rows": rows, "results": full, "commit": git_commit(),
+              "overrides": a.set, "rows": rows, "results": full, "commit": git_commit(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
               "command": "benchmarks/rate_cap.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)

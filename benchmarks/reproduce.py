@@ -42,7 +42,7 @@ ROOT = os.path.dirname(BENCH_DIR)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH_DIR)
-from _common import git_commit, latest_artifact, machine_info  # noqa: E402
+from _common import add_set_argument, git_commit, latest_artifact, load_config, machine_info  # noqa: E402
 
 CONFIG_DIR = os.path.join(BENCH_DIR, "reproduce")
 PAPER_TABLES = os.path.join(CONFIG_DIR, "paper_tables.json")
@@ -428,9 +428,7 @@ def main(argv=None) -> int:
                         "written to <root>/reproduce-<experiment>-eval.json|md")
     p.add_argument("--no-concentration", action="store_true",
                    help="skip the per-slice concentration lines (they re-run the model over the split's orders)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a field of the config, as `lems run --set` (repeatable), e.g. a variant: "
-                        "--set model.input_clip=5 --set root=./runs/crypto-v6")
+    add_set_argument(p)
     a = p.parse_args(argv)
     workdir = None
     if a.quick:
@@ -440,11 +438,7 @@ def main(argv=None) -> int:
     else:
         config_path = a.config or os.path.join(CONFIG_DIR, f"{a.experiment}.yaml")
         out_dir = a.output_dir or RESULTS_DIR
-    from pipeline.configs import PipelineConfig
-    try:
-        config = PipelineConfig.from_file(config_path).with_overrides(a.set)
-    except ValueError as e:
-        raise SystemExit(f"reproduce: {e}") from e
+    config = load_config(config_path, a.set, "reproduce")
     if a.split == "eval":
         run = {"wall_seconds": 0.0, "components": {}, "report_dir": split_report(config, "eval"), "blessed": None,
                "pushed": None}

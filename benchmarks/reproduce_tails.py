@@ -31,6 +31,7 @@ ROOT = os.path.dirname(BENCH_DIR)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH_DIR)
+from _common import add_set_argument, load_config  # noqa: E402
 
 SECONDS_PER_DAY = 86_400
 TOP_FRACTION = 0.01
@@ -262,10 +263,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the finished run's pipeline config")
     p.add_argument("--split", action="append", choices=("test", "eval"), help="split(s) to analyse (default test)")
     p.add_argument("--output", required=True, help="JSON output (per-order caches: <output>-<split>.npz)")
+    add_set_argument(p)
     a = p.parse_args(argv)
-    from pipeline.configs import PipelineConfig
-    config = PipelineConfig.from_file(a.config)
-    result = {"config": a.config, "pipeline_root": config.pipeline_root, "splits": {}}
+    config = load_config(a.config, a.set, "reproduce_tails")
+    result = {"config": a.config, "overrides": a.set, "pipeline_root": config.pipeline_root, "splits": {}}
     stem = os.path.splitext(a.output)[0]
     for split in a.split or ["test"]:
         orders = per_order(config.pipeline_root, split, cache=f"{stem}-{split}.npz")

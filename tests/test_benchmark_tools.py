@@ -160,3 +160,24 @@ def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypat
     assert _common.git_commit() == head
     (tmp_path / "code.py").write_text("2\n")
     assert _common.git_commit() == head + "+dirty"
+
+
+def test_benchmarks_take_config_overrides_as_lems_run_does(tmp_path):
+    import rate_cap
+    import reproduce
+    import reproduce_tails
+    from _common import load_config
+    crypto = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "reproduce",
+                          "crypto.yaml")
+    config = load_config(crypto, ["model.input_clip=5", "root=./runs/crypto-v6"])
+    assert config.model.input_clip == 5.0 and config.root == "./runs/crypto-v6"
+    assert config.sizes == load_config(crypto).sizes            # everything else as the file says
+    out, empty = str(tmp_path / "x.json"), str(tmp_path / "empty.yaml")   # a root with no run: nothing to read
+    load_config(crypto, [f"root={tmp_path / 'root'}"]).save(empty)
+    for main, args in ((reproduce.main, ["--experiment", "crypto", "--config", empty, "--split", "eval"]),
+                       (reproduce_tails.main, ["--config", empty, "--output", out]),
+                       (rate_cap.main, ["--config", empty, "--split", "eval", "--output", out])):
+        with pytest.raises(SystemExit) as err:   # before anything runs or is written
+            main(args + ["--set", "model.input_clp=5"])
+        assert "input_clp" in str(err.value) and "config.model" in str(err.value)
+    assert not os.path.exists(out) and not (tmp_path / "root").exists()
