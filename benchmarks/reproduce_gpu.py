@@ -377,7 +377,8 @@ def train(data_path: str, out: str, *, budget_s: float, steps_per_epoch: int, ov
     model = lem_model.build_lem(num_features=NUM_BAR_FEATURES, lookback=s["lookback"], n_ahead=n, **hp)
     lem_model.compile_lem(model, learning_rate=float(training["learning_rate"]),
                           pnl_sharpness=training.get("pnl_sharpness"),
-                          fixed_horizon_risk=bool(training.get("fixed_horizon_risk", False)), metrics=False)
+                          fixed_horizon_risk=bool(training.get("fixed_horizon_risk", False)),
+                          risk_term=training.get("risk_term"), metrics=False)
     params = int(model.count_params())
     batch = int(training["batch_size"])
     steps = int(steps_per_epoch) or int(np.ceil(len(data["train"]["bars"]) / batch))

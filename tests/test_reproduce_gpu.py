@@ -199,6 +199,7 @@ def test_committed_paper_size_configs_read_the_same_data_as_the_cpu_configs(expe
     cpu = reproduce_gpu._load_config(os.path.join(directory, f"{experiment}.yaml"))
     reproduce_gpu.check_configs_agree(paper, cpu)
     assert paper.training.fixed_horizon_risk == cpu.training.fixed_horizon_risk
+    assert paper.training.risk_term == cpu.training.risk_term
     assert paper.model.hidden_size == 200 and paper.training.learning_rate == 1e-5 and paper.training.batch_size == 256
 
 
