@@ -95,13 +95,16 @@ def test_volume_clip_bounds_the_linear_volume_feature_only():
     assert plain.volume_clip == plain.input_clip  # default: no extra bound
     x = random_inputs(3, scale=0.5)
     np.testing.assert_allclose(np.asarray(clipped(x)), np.asarray(plain(x)), rtol=0, atol=1e-6)  # all below 3
+    # The changes span eight lookback bars: the initialisation is unseeded, and a one-bar surge (20 -> 80) moved
+    # the plain model's allocations by only 5e-5 in one CI draw. Over eight bars, the smallest moves in 40 draws
+    # were 0.73 (plain, volume 4 -> 80) and 0.10 (clipped, next feature +2), against the 1e-2 asserted.
     surge, bigger = ({k: v.copy() for k, v in x.items()} for _ in range(2))
-    surge["bars"][:, 5, VOLUME_COLUMN] = 20.0
-    bigger["bars"][:, 5, VOLUME_COLUMN] = 80.0
+    surge["bars"][:, 2:10, VOLUME_COLUMN] = 4.0
+    bigger["bars"][:, 2:10, VOLUME_COLUMN] = 80.0
     np.testing.assert_array_equal(np.asarray(clipped(surge)), np.asarray(clipped(bigger)))
-    assert np.abs(np.asarray(plain(surge)) - np.asarray(plain(bigger))).max() > 1e-4
+    assert np.abs(np.asarray(plain(surge)) - np.asarray(plain(bigger))).max() > 1e-2
     other = {k: v.copy() for k, v in surge.items()}
-    other["bars"][:, 5, VOLUME_COLUMN + 1] += 2.0
-    assert np.abs(np.asarray(clipped(other)) - np.asarray(clipped(surge))).max() > 1e-4
+    other["bars"][:, 2:10, VOLUME_COLUMN + 1] += 2.0
+    assert np.abs(np.asarray(clipped(other)) - np.asarray(clipped(surge))).max() > 1e-2
     with pytest.raises(ValueError, match="volume_clip must be > 0"):
         tiny_model(volume_clip=0.0)
