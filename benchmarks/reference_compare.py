@@ -273,6 +273,8 @@ def main(argv=None) -> int:
                         "trains (off: the paper's objective, the reference's)")
     p.add_argument("--ours-input-clip", type=float, help="ours: LargeExecutionModel(input_clip=) (default: the model's)")
     p.add_argument("--ours-volume-clip", type=float, help="ours: LargeExecutionModel(volume_clip=) (default: the model's)")
+    p.add_argument("--ours-tilt-bound", type=float,
+                   help="ours: LargeExecutionModel(tilt_bound=) (default: the model's, no bound)")
     p.add_argument("--impls", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of " +
                    ", ".join(IMPLEMENTATIONS))
     p.add_argument("--work-dir", help="subset and allocations (default: a new temporary folder)")
@@ -308,7 +310,7 @@ def main(argv=None) -> int:
                 "min_rate": 1.0 / sizes["n_ahead"] ** 2, "max_rate": 1.0, "optimizer": "Adam",
                 "callbacks": "none (fixed epochs)", "jit_compile": False,
                 "ours_fixed_horizon_risk": a.fixed_horizon_risk, "ours_input_clip": a.ours_input_clip,
-                "ours_volume_clip": a.ours_volume_clip}
+                "ours_volume_clip": a.ours_volume_clip, "ours_tilt_bound": a.ours_tilt_bound}
     print(f"[reference-compare] subset: {definition['train']['windows']} train / {definition['test']['windows']} "
           f"test windows at {definition['frequency_minutes']} min, W/L/N {sizes['norm_window']}/"
           f"{sizes['lookback']}/{sizes['n_ahead']}; model {model}; {a.epochs} epochs, batch {a.batch}, lr {a.lr}",
@@ -322,8 +324,9 @@ def main(argv=None) -> int:
         out = os.path.join(work, f"{name}.npz")
         if name == "ours":
             extra = ["--fixed-horizon-risk"] if a.fixed_horizon_risk else []
-            extra += [f"--{k}={v}" for k, v in (("input-clip", a.ours_input_clip), ("volume-clip", a.ours_volume_clip))
-                      if v is not None]
+            options = (("input-clip", a.ours_input_clip), ("volume-clip", a.ours_volume_clip),
+                       ("tilt-bound", a.ours_tilt_bound))
+            extra += [f"--{k}={v}" for k, v in options if v is not None]
             res = run_worker(OURS_PYTHON, "reference_compare_ours.py", ["--subset", subset_path, "--output", out,
                                                                         *common, *extra], env, a.timeout)
         else:

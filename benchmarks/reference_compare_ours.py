@@ -54,6 +54,8 @@ def main():
     p.add_argument("--recurrent", default="tkan")
     p.add_argument("--input-clip", type=float, help="LargeExecutionModel(input_clip=): every bar feature to +-this")
     p.add_argument("--volume-clip", type=float, help="LargeExecutionModel(volume_clip=): the linear volume feature")
+    p.add_argument("--tilt-bound", type=float, help="LargeExecutionModel(tilt_bound=): each order's allocator "
+                   "logit term bounded around the learned base rate")
     p.add_argument("--fixed-horizon-risk", action="store_true",
                    help="the risk term on the minimum-period-N head too (lem_model.loss; off = the paper's objective)")
     a = p.parse_args()
@@ -71,8 +73,8 @@ def main():
     model = lem_model.build_lem(num_features=NUM_BAR_FEATURES, lookback=train["lookback"], n_ahead=train["n_ahead"],
                                 hidden_size=a.hidden, num_embedding=a.embedding, num_heads=a.heads,
                                 fused_mlp_hidden_dim=a.fused, recurrent=a.recurrent,
-                                **{k: v for k, v in (("input_clip", a.input_clip), ("volume_clip", a.volume_clip))
-                                   if v is not None})
+                                **{k: v for k, v in (("input_clip", a.input_clip), ("volume_clip", a.volume_clip),
+                                                         ("tilt_bound", a.tilt_bound)) if v is not None})
     lem_model.compile_lem(model, learning_rate=a.lr, fixed_horizon_risk=a.fixed_horizon_risk, metrics=False,
                           jit_compile=False)
     t0 = time.perf_counter()
@@ -86,7 +88,7 @@ def main():
                             probe["volume"], probe["quote_volume"], origin=o, n_ahead=n)
     emit_trained(a.output, {"impl": "ours lem_model", "recurrent": a.recurrent,
                             "fixed_horizon_risk": a.fixed_horizon_risk, "input_clip": model.input_clip,
-                            "volume_clip": model.volume_clip, "inputs": "bars rows = bars "
+                            "volume_clip": model.volume_clip, "tilt_bound": model.tilt_bound, "inputs": "bars rows = bars "
                             "o-L .. o+N-1; step k reads position L+k-1 = bar o+k-1 (lem_model.model)"},
                  model, hist, train_s, len(y), a.epochs, alloc, check)
 

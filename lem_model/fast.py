@@ -180,7 +180,7 @@ def allocate(layer, inputs, min_rate, max_rate):
         x = layer.act(z)
         for w, b in zip(w_hidden, b_hidden):
             x = layer.act(matmul_t(w[k], x) + b[k])
-        raw = ops.softplus(matmul_t(w_out[k], x) + b_out[k])[:, 0]          # [P, B]
+        raw = layer.step_rate(matmul_t(w_out[k], x), b_out[k])[:, 0]        # [P, B]
         a = constrain_step(raw, remaining, r_min, r_max, k, n, layer.clip_sharpness)
         allocs.append(a)
         remaining = remaining - a
@@ -210,7 +210,7 @@ def allocate_paths(layer, inputs, min_rate, max_rate, paths):
         x = layer.act(z)
         for w, b in zip(w_hidden, b_hidden):
             x = layer.act(ops.matmul(x, w[k]) + b[k])
-        raw = ops.reshape(ops.softplus(ops.matmul(x, w_out[k]) + b_out[k]), (1, -1))   # [1, B]
+        raw = ops.reshape(layer.step_rate(ops.matmul(x, w_out[k]), b_out[k]), (1, -1))  # [1, B]
         a = constrain_step(raw, remaining, r_min, r_max, k, n, layer.clip_sharpness)
         allocs.append(a)
         remaining = remaining - a

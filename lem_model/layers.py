@@ -240,15 +240,21 @@ class StepwiseFusedAllocator(keras.layers.Layer):
     R_0 = 1, and the last step takes the remainder a_{N-1} = R_{N-1}. Fused weights hold one independent MLP per
     (step, path); each starts at TWAP (output layer zero, bias such that temp = 1/N at the paper's minimum rate
     1/N^2: see `build`) and the paths separate as they train.
+    tilt_bound c (0 = none, the paper's form): raw_{k,p} = softplus(b_{k,p} + c tanh(t / c)) instead of
+    softplus(b_{k,p} + t), where t is the order's own output term: every order's rate before the constraints stays
+    within softplus(b -+ c) of the learned base rate softplus(b) of its step and path (`step_rate`).
     Weights, per step k < N-1: w_in [D, P*Hf] (the step inputs' first-layer term, path-major columns), b_in
     [P, 1, Hf], w_prev [P, N-1, Hf] (earlier allocations' first-layer term; step k uses rows < k), w_hidden_i
     [P, Hf, Hf], b_hidden_i [P, 1, Hf], w_out [P, Hf, 1], b_out [P, 1, 1]; all stacked over k on axis 0.
     """
 
     def __init__(self, n_steps: int, num_paths: int, hidden_dim: int, num_layers: int = 2,
-                 activation: str = "relu", clip_sharpness: float = 100.0, **kwargs):
+                 activation: str = "relu", clip_sharpness: float = 100.0, tilt_bound: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.n_steps, self.num_paths, self.hidden_dim = int(n_steps), int(num_paths), int(hidden_dim)
+        self.tilt_bound = float(tilt_bound)
+        if not self.tilt_bound >= 0:
+            raise ValueError(f"tilt_bound must be >= 0 (0 = no bound), got {tilt_bound}")
         self.num_layers = int(num_layers)
         if self.num_layers < 1:
             raise ValueError("num_layers must be >= 1")
@@ -278,6 +284,14 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         self.b_out = self.add_weight(name="b_out", shape=(nd, p, 1, 1),
                                      initializer=keras.initializers.Constant(math.log(math.expm1(even))))
 
+    def step_rate(self, tilt, bias):
+        """A step's rate before the constraints from the output layer's per-order term `tilt` and its bias:
+        softplus(bias + tilt), or with tilt_bound c > 0 softplus(bias + c tanh(tilt / c)). The one definition the
+        fast forms (`lem_model.fast`) call too."""
+        if self.tilt_bound > 0:
+            tilt = self.tilt_bound * ops.tanh(tilt / self.tilt_bound)
+        return ops.softplus(tilt + bias)
+
     def call(self, inputs, min_rate, max_rate, paths=None):
         """inputs [B, N, D], min_rate/max_rate [B, 1] -> allocations [B, N, P]; with `paths` (int [B], the flat
         path index 0..P-1 of each row, `layout.scenario_index`) only that path's allocations -> [B, N]."""
@@ -291,7 +305,7 @@ class StepwiseFusedAllocator(keras.layers.Layer):
             x = self.act(z)                                                            # [B, P, Hf]
             for w, b in zip(self.w_hidden, self.b_hidden):
                 x = self.act(ops.einsum("bph,phg->bpg", x, w[k]) + b[k][:, 0])
-            raw = ops.softplus(ops.einsum("bph,ph->bp", x, self.w_out[k][..., 0]) + self.b_out[k][:, 0, 0])
+            raw = self.step_rate(ops.einsum("bph,ph->bp", x, self.w_out[k][..., 0]), self.b_out[k][:, 0, 0])
             a = constrain_step(raw, remaining, min_rate, max_rate, k, n, self.clip_sharpness)
             allocs.append(a)
             remaining = remaining - a
@@ -308,4 +322,4 @@ class StepwiseFusedAllocator(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "n_steps": self.n_steps, "num_paths": self.num_paths,
                 "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "activation": self.activation,
-                "clip_sharpness": self.clip_sharpness}
+                "clip_sharpness": self.clip_sharpness, "tilt_bound": self.tilt_bound}

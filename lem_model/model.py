@@ -39,7 +39,9 @@ class LargeExecutionModel(keras.Model):
     fused_mlp_layers (hidden layers of each fused MLP), recurrent ("tkan"|"lstm"|"gru"), dropout,
     clip_sharpness (lambda of eq. 25; a step may exceed max_rate by at most 0.278/lambda), input_clip (every
     bar feature to +-this), volume_clip (the linear `volume` feature, column `lem_model.features.VOLUME_COLUMN`,
-    to at most this; default `input_clip`'s value, i.e. no extra bound).
+    to at most this; default `input_clip`'s value, i.e. no extra bound), tilt_bound (each order's term of the
+    allocator's output logits to +-this around the learned per-step base rate: `StepwiseFusedAllocator`; 0, the
+    default, = no bound, the paper's form).
 
     implementation: how the same function is computed, as Keras' LSTM has `use_cudnn`:
       - "reference": each layer's own `call` (`lem_model.layers`), the definition to read;
@@ -58,7 +60,7 @@ class LargeExecutionModel(keras.Model):
                  num_heads: int = PAPER_CONFIG["num_heads"],
                  fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"], fused_mlp_layers: int = 2,
                  recurrent: str = "tkan", dropout: float = 0.0, clip_sharpness: float = 100.0,
-                 input_clip: float = INPUT_CLIP, volume_clip: float = INPUT_CLIP,
+                 input_clip: float = INPUT_CLIP, volume_clip: float = INPUT_CLIP, tilt_bound: float = 0.0,
                  implementation: str = DEFAULT_IMPLEMENTATION,
                  xla_max_batch: int = XLA_MAX_BATCH, **kwargs):
         super().__init__(**kwargs)
@@ -79,6 +81,7 @@ class LargeExecutionModel(keras.Model):
         if not self.volume_clip > 0:
             raise ValueError(f"volume_clip must be > 0, got {volume_clip}")
         self.implementation, self.xla_max_batch = implementation, int(xla_max_batch)
+        self.tilt_bound = float(tilt_bound)
         self.num_paths = layout.num_min_periods(self.n_ahead) * layout.PATHS_PER_MIN_PERIOD
 
         h = self.hidden_size
@@ -93,7 +96,8 @@ class LargeExecutionModel(keras.Model):
         self.context_grn = GatedResidualNetwork(h, dropout=self.dropout, name="context_grn")
         self.allocator = StepwiseFusedAllocator(self.n_ahead, self.num_paths, self.fused_mlp_hidden_dim,
                                                 num_layers=self.fused_mlp_layers,
-                                                clip_sharpness=self.clip_sharpness, name="allocator")
+                                                clip_sharpness=self.clip_sharpness, tilt_bound=tilt_bound,
+                                                name="allocator")
 
     @property
     def max_rate_tolerance(self) -> float:
@@ -204,7 +208,7 @@ class LargeExecutionModel(keras.Model):
                 "num_heads": self.num_heads, "fused_mlp_hidden_dim": self.fused_mlp_hidden_dim,
                 "fused_mlp_layers": self.fused_mlp_layers, "recurrent": self.recurrent,
                 "dropout": self.dropout, "clip_sharpness": self.clip_sharpness, "input_clip": self.input_clip,
-                "volume_clip": self.volume_clip,
+                "volume_clip": self.volume_clip, "tilt_bound": self.tilt_bound,
                 "implementation": self.implementation, "xla_max_batch": self.xla_max_batch}
 
     @classmethod

@@ -112,6 +112,9 @@ class ModelConfig:
     input_clip: float = INPUT_CLIP
     #: the linear `volume` feature (volume / normal volume) clipped to at most volume_clip; its log1p is kept
     volume_clip: float = INPUT_CLIP
+    #: each order's term of the allocator's output logits bounded to +-tilt_bound around the learned per-step base
+    #: rate (`lem_model.layers.StepwiseFusedAllocator`); 0 = no bound (the paper's form)
+    tilt_bound: float = 0.0
 
 
 @dataclass
@@ -348,7 +351,8 @@ def field_rules() -> dict:
                        "source_bar_minutes_by_asset": {"keys": str, "values": int, "min": 1}},
         "ModelConfig": {"recurrent": {"choices": tuple(RECURRENT_CHOICES)},
                         "implementation": {"choices": IMPLEMENTATIONS}, "xla_max_batch": {"min": 0},
-                        "input_clip": {"min": 1e-6}, "volume_clip": {"min": 1e-6}},
+                        "input_clip": {"min": 1e-6}, "volume_clip": {"min": 1e-6},
+                        "tilt_bound": {"min": 0.0}},
         "TrainingConfig": {"min_rates": {"items": Optional[float]}, "max_rates": {"items": float},
                            "jit_compile": {"choices": ("auto", True, False)}, "verbose": {"choices": (0, 1, 2)},
                            "frequency_weighting": {"choices": FREQUENCY_WEIGHTINGS},

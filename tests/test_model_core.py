@@ -108,3 +108,30 @@ def test_volume_clip_bounds_the_linear_volume_feature_only():
     assert np.abs(np.asarray(clipped(other)) - np.asarray(clipped(surge))).max() > 1e-2
     with pytest.raises(ValueError, match="volume_clip must be > 0"):
         tiny_model(volume_clip=0.0)
+
+
+def test_tilt_bound_keeps_every_orders_rate_within_its_band_around_the_base_rate():
+    """tilt_bound c: the first step's allocation, raw + min_rate at max_rate 1, stays within softplus(b -+ c) +
+    min_rate of the base rate softplus(b) (b: the step's output bias, TWAP at initialisation) whatever the inputs,
+    where the unbounded model with the same weights leaves that band; saved in the config; 0 (default) = the
+    paper's form."""
+    from lem_model.layers import StepwiseFusedAllocator
+    c, min_rate = 0.5, 1.0 / N ** 2
+    plain = tiny_model()
+    bounded = tiny_model(tilt_bound=c)
+    bounded.set_weights(plain.get_weights())
+    assert plain.tilt_bound == 0.0 and plain.allocator.tilt_bound == 0.0
+    assert LargeExecutionModel.from_config(bounded.get_config()).tilt_bound == c
+    assert StepwiseFusedAllocator.from_config(bounded.allocator.get_config()).tilt_bound == c
+    b = np.asarray(bounded.allocator.b_out)[0, :, 0, 0]                  # step 0's bias per path [P]
+    softplus = lambda v: np.logaddexp(0.0, v)
+    lo, hi = softplus(b - c) + min_rate, softplus(b + c) + min_rate       # [P]
+    x = random_inputs(16, seed=4, scale=30.0, min_rate=min_rate, max_rate=1.0)
+    first = lambda m: np.asarray(m(x)).reshape(16, N, -1)[:, 0]           # [B, P]: step 0, every path
+    tol = 1e-5
+    got = first(bounded)
+    assert np.all(got >= lo - tol) and np.all(got <= hi + tol)
+    free = first(plain)
+    assert np.any(free < lo - 1e-3) or np.any(free > hi + 1e-3)          # the band binds: without it, it is left
+    with pytest.raises(ValueError, match="tilt_bound must be >= 0"):
+        tiny_model(tilt_bound=-1.0)

@@ -168,12 +168,12 @@ def test_gate_add_norm_and_attention_fast_equal_layers():
 
 
 @pytest.mark.parametrize("batch", [3, MATMUL_T_NARROW + 4])  # both forms of the feature-major products
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_allocator_fast_forms_equal_layer(batch, num_layers):
+@pytest.mark.parametrize("num_layers, tilt_bound", [(1, 0.0), (2, 0.0), (2, 0.3)])
+def test_allocator_fast_forms_equal_layer(batch, num_layers, tilt_bound):
     from lem_model import fast
     from lem_model.layers import StepwiseFusedAllocator
     n, p, d = 4, 6, 5
-    layer = StepwiseFusedAllocator(n, p, 7, num_layers=num_layers, clip_sharpness=30.0)
+    layer = StepwiseFusedAllocator(n, p, 7, num_layers=num_layers, clip_sharpness=30.0, tilt_bound=tilt_bound)
     layer.build((batch, n, d))
     _randomised(layer, 6)
     x, = _rng_arrays((batch, n, d), seed=7)

@@ -142,6 +142,7 @@ def test_create_pipeline_is_pure_and_wires_config(tmp_path):
     ("data: {frequencies: '15'}", "config.data.frequencies", "expected a list, got '15'"),
     ("data: {frequencies: ['15', 90]}", "config.data.frequencies[0]", "expected an integer, got '15' (str)"),
     ("data: {frequencies: [0]}", "config.data.frequencies[0]", "must be >= 1"),
+    ("model: {tilt_bound: -0.5}", "config.model.tilt_bound", "must be >= 0"),
     ("data: {missing_bar_rule_by_frequency: {60: fill}}", "config.data.missing_bar_rule_by_frequency[60]",
      "choose one of zero_fill, skip"),
     ("data: {bad_rows: ignore}", "config.data.bad_rows", "choose one of error, drop"),

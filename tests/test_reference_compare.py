@@ -108,14 +108,17 @@ def test_ours_worker_and_json_fields(tmp_path):
     # measured 0.69879 against 0.69692 (2.7e-3 apart); float32 kernels move a 1-epoch loss by ~1e-6
     assert again["implementations"]["ours"]["loss"][0] != pytest.approx(ours["loss"][0], rel=1e-4)
 
-    # --ours-input-clip: ours built with LargeExecutionModel(input_clip=) (generated features reach +-3: a clip at
-    # 0.5 changes the model's inputs, hence its schedules)
+    # --ours-input-clip (with --ours-tilt-bound): ours built with LargeExecutionModel(input_clip=, tilt_bound=)
+    # (generated features reach +-3: a clip at 0.5 changes the model's inputs, hence its schedules)
     out3 = tmp_path / "compare-clip.json"
     assert rc.main(["--subset", subset, "--impls", "ours", "--work-dir", str(tmp_path / "clip"), "--output",
-                    str(out3), "--ours-input-clip", "0.5", *TINY]) == 0
+                    str(out3), "--ours-input-clip", "0.5", "--ours-tilt-bound", "0.25", *TINY]) == 0
     clipped = json.loads(out3.read_text())
     assert clipped["training"]["ours_input_clip"] == 0.5 and clipped["training"]["ours_volume_clip"] is None
     assert clipped["implementations"]["ours"]["input_clip"] == 0.5
+    # --ours-tilt-bound reaches the model ours trains (read back from the worker's own record of it)
+    assert clipped["training"]["ours_tilt_bound"] == 0.25 and clipped["implementations"]["ours"]["tilt_bound"] == 0.25
+    assert ours["tilt_bound"] == 0.0
     assert ours["input_clip"] == ours["volume_clip"] > 1e5
     moved = np.abs(np.load(tmp_path / "clip" / "ours.npz")["allocations"] - np.load(tmp_path / "ours.npz")["allocations"])
     assert moved.max() > 1e-3  # measured 4.0e-3
