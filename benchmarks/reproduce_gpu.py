@@ -409,6 +409,9 @@ def train(data_path: str, out: str, *, budget_s: float, steps_per_epoch: int, ov
               "device_kind": device_kind,
               "machine": platform.node(), "data_prepared_at_commit": meta.get("prepared_at_commit"),
               "parameters": params, "model": hp,
+              # the options of the loss the model was compiled with (read back from it, not from the config)
+              "loss": {k: v for k, v in model.loss.get_config().items()
+                       if k in ("mask_sharpness", "pnl_sharpness", "fixed_horizon_risk", "risk_term")},
               "training": {**training, "steps_per_epoch": steps, "seed": seed}, "overrides": overrides,
               "budget_s": budget_s, "stop_reason": budget.stop_reason, "epochs_run": epochs_run,
               "best_epoch": budget.best_epoch + 1, "best_val_loss": budget.best,

@@ -89,7 +89,7 @@ def test_three_stages_end_to_end(quick_data, tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT}
     train = subprocess.run([sys.executable, SCRIPT, "train", "--data", path, "--out", run_dir, "--budget-s", "600",
                             "--steps-per-epoch", "3", "--set", "epochs=2", "--set", "batch_size=32",
-                            "--set", "fixed_horizon_risk=true"],
+                            "--set", "fixed_horizon_risk=true", "--set", "risk_term=squared"],
                            cwd=ROOT, env=env, capture_output=True, text=True)
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
     with open(os.path.join(run_dir, "train.json")) as f:
@@ -97,6 +97,8 @@ def test_three_stages_end_to_end(quick_data, tmp_path):
     assert run["backend"] == "jax" and run["epochs_run"] == 2 and run["optimizer_steps"] == 6
     assert run["stop_reason"] == "epochs" and run["training"]["batch_size"] == 32
     assert run["training"]["fixed_horizon_risk"] is True
+    # the overrides reach the loss the model was compiled with (train.json reads it back from model.loss)
+    assert run["loss"]["fixed_horizon_risk"] is True and run["loss"]["risk_term"] == "squared"
     output = str(tmp_path / "report.json")
     rep = subprocess.run([sys.executable, SCRIPT, "report", "--data", path, "--run", run_dir, "--output", output,
                           "--cpu-result", ""], cwd=ROOT, capture_output=True, text=True)
