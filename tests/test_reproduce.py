@@ -56,6 +56,15 @@ def test_crypto_targets_met_and_missed():
     assert bad["15 min: match-VWAP std vs VWAP curve (volume) std"] is False
 
 
+def test_min1_means_in_units_of_twap_std_ours_and_the_papers():
+    paper = reproduce.paper_block("crypto", reproduce.PAPER_TABLE_OF["crypto"][15])
+    got = reproduce.min1_in_twap_std(_slice(buy_min1=-8.0, sell_min1=9.0, twap_std=32.0), paper)
+    assert got["buy"]["ours"] == pytest.approx(-8.0 / 32.0) and got["sell"]["ours"] == pytest.approx(9.0 / 32.0)
+    assert got["buy"]["paper"] == pytest.approx(-6.96 / 30.52) and got["sell"]["paper"] == pytest.approx(8.80 / 30.52)
+    assert got["twap_std"] == {"ours": 32.0, "paper": 30.52}
+    assert reproduce.min1_in_twap_std(_slice(), None) is None   # no paper table for this frequency: no line
+
+
 def test_a_mean_whose_interval_reaches_twap_is_not_met():
     # the mean passes the bound but its interval [-8 - 9, -8 + 9] includes TWAP (volume)'s mean 1.0
     wide = _met(reproduce.targets("crypto", {"15 min": _slice(half=9.0)}, [15], N))
@@ -175,6 +184,11 @@ def test_quick_run_writes_summary_and_tables(tmp_path, experiment, frequencies, 
     md = (out / f"reproduce-{experiment}.md").read_text()
     assert f"ours vs paper {table}" in md and "| TWAP (volume) |" in md
     assert md.count("Concentration: the top 1 % of orders") == len(frequencies)
+    assert md.count("Minimum period 1 in units of TWAP (volume)'s std") == len(frequencies)
+    # --render rewrites the same Markdown from the JSON alone (no run)
+    (out / f"reproduce-{experiment}.md").unlink()
+    assert reproduce.main(["--render", str(out / f"reproduce-{experiment}.json")]) == 0
+    assert (out / f"reproduce-{experiment}.md").read_text() == md
     if experiment == "crypto":
         _rate_cap_on_the_quick_run(out, test)
 
