@@ -550,9 +550,14 @@ def report(data_path: str, run_dir: str, output: str, *, cpu_result: str | None,
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=float)
-    with open(os.path.splitext(output)[0] + ".md", "w", encoding="utf-8") as f:
-        f.write(markdown(result))
+    write_markdown(result, output)
     return result
+
+
+def write_markdown(result: dict, json_path: str) -> None:
+    """The report's Markdown, beside its JSON (`report`, and `render` from a written JSON)."""
+    with open(os.path.splitext(json_path)[0] + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown(result))
 
 
 def markdown(result: dict) -> str:
@@ -630,8 +635,13 @@ def main(argv=None) -> int:
     c.add_argument("--split", choices=("eval", "test"), default="test")
     c.add_argument("--pair-root", help="a finished pipeline run of the eval/test config (its pipeline root): compare "
                                        "the match heads order by order")
+    d = sub.add_parser("render", help="rewrite the Markdown beside a written report JSON from it (no data, no run)")
+    d.add_argument("json")
     args = p.parse_args(argv)
-    if args.stage == "prepare":
+    if args.stage == "render":
+        with open(args.json, encoding="utf-8") as f:
+            write_markdown(json.load(f), args.json)
+    elif args.stage == "prepare":
         if args.quick:
             import reproduce
             args.config = args.eval_test_config = reproduce.quick_config("crypto", args.quick)

@@ -116,8 +116,13 @@ def test_three_stages_end_to_end(quick_data, tmp_path):
     names = [t["target"] for t in res["targets"]]
     assert "15 min: match-VWAP std / TWAP (volume) std" in names and "240 min: SELL std at min period N=4" in names
     assert result["targets"][0]["target"].startswith("crypto (GPU, paper size, fixed-horizon risk, seed 42) ")
-    md = open(os.path.splitext(output)[0] + ".md").read()
+    md_path = os.path.splitext(output)[0] + ".md"
+    md = open(md_path).read()
     assert "ours vs paper Table 6" in md and "Trained on" in md
+    # render: the same Markdown from the JSON alone
+    os.remove(md_path)
+    assert reproduce_gpu.main(["render", output]) == 0
+    assert open(md_path).read() == md
 
 
 def test_volume_curve_pools_the_segments_of_a_series():
