@@ -390,6 +390,14 @@ def min1_in_twap_std(s: dict, p: dict | None) -> dict | None:
     return out
 
 
+def write_markdown(result: dict, json_path: str) -> str:
+    """`markdown(result)` beside its JSON (a run, and `--render` from a written JSON); returns the path."""
+    md_path = os.path.splitext(json_path)[0] + ".md"
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(markdown(result))
+    return md_path
+
+
 def markdown_tables(test: dict) -> list:
     """The Markdown lines of a `summarise` block: per frequency ours beside the paper's table, then the targets."""
     lines = []
@@ -455,10 +463,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.render:
         with open(a.render, encoding="utf-8") as f:
-            written = json.load(f)
-        md_path = os.path.splitext(a.render)[0] + ".md"
-        with open(md_path, "w", encoding="utf-8") as f:
-            f.write(markdown(written))
+            md_path = write_markdown(json.load(f), a.render)
         print(f"[reproduce] rewrote {md_path} from {a.render}")
         return 0
     if not a.experiment:
@@ -498,9 +503,7 @@ def main(argv=None) -> int:
     json_path = os.path.join(out_dir, f"{stem}.json")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=str)
-    md_path = os.path.join(out_dir, f"{stem}.md")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(markdown(result))
+    md_path = write_markdown(result, json_path)
     met = [t["met"] for t in result["results"]["targets"] if t["met"] is not None]
     print(f"[reproduce] {a.experiment}: {sum(met)}/{len(met)} targets met; wrote {json_path} and {md_path}")
     return 0
