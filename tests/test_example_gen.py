@@ -1,5 +1,6 @@
-"""ExampleGen logic: time splits with embargo (never straddling), per-asset series -> examples, the Beam
-ingestion entry point (files -> tf.Examples + report), config plumbing."""
+"""ExampleGen logic: time splits with embargo (a window belongs to the split of its execution bars, which never
+straddle a boundary), per-asset series -> examples, the Beam ingestion entry point (files -> tf.Examples +
+report), config plumbing."""
 import glob
 import json
 import os
@@ -35,6 +36,72 @@ def test_assign_splits_boundaries_and_embargo():
     out = ingest.assign_splits(np.array([s("2020-01-02") - 5 * bar]), np.array([s("2020-01-02") + 5 * bar]), cfg,
                                15, counts)
     assert out.tolist() == [-1] and counts["examples_straddling_split"] == 1
+
+
+def test_assign_splits_by_execution_bars_lookback_may_reach_back():
+    """Issue 32: a window belongs to the split of its execution bars; its W+L earlier bars may lie in an earlier
+    split, never before `start`; the embargo counts from the split's start to the first execution bar."""
+    cfg = IngestionConfig(start="2020-01-01", eval_start="2020-01-02", test_start="2020-01-03", end="2020-01-04",
+                          embargo_bars=2)
+    bar, ctx, n = 900, 6, 4  # W+L = 6 context bars, N = 4 execution bars
+    cases = [("2020-01-01", 6, 0),    # first bar at `start`: train
+             ("2020-01-01", 5, -1),   # one bar before `start`: outside
+             ("2020-01-02", -4, 0),   # execution ends exactly at eval_start: train
+             ("2020-01-02", -3, -1),  # execution straddles eval_start
+             ("2020-01-02", 0, -1),   # execution starts at eval_start: embargo
+             ("2020-01-02", 1, -1),   # 1 bar after: embargo
+             ("2020-01-02", 2, 1),    # 2 bars after: eval, its context [eval_start - 4 bars, ...) in train
+             ("2020-01-03", 2, 2),    # test, context in eval
+             ("2020-01-04", -4, 2),   # last execution bar closes at `end`
+             ("2020-01-04", -3, -1)]  # closes after `end`: outside
+    execution = np.array([s(d) + k * bar for d, k, _ in cases])
+    counts = {}
+    out = ingest.assign_splits(execution - ctx * bar, execution + n * bar, cfg, 15, counts,
+                               execution_open_s=execution)
+    assert out.tolist() == [want for _, _, want in cases]
+    assert counts == {"examples_outside_range": 2, "examples_straddling_split": 1, "examples_in_embargo": 2}
+    # The old rule (whole window in one split, embargo from bar 0) is what a caller without execution_open_s gets.
+    old = ingest.assign_splits(execution - ctx * bar, execution + n * bar, cfg, 15, {})
+    assert old.tolist() == [0, -1, 0, -1, -1, -1, -1, -1, 2, -1]
+
+
+@pytest.mark.parametrize("eval_start,test_start,embargo", [("2024-01-20", "2024-01-27", 12),
+                                                           ("2024-01-19T13:07", "2024-01-25T05:50", 3),
+                                                           ("2024-01-12", "2024-01-14", 0)])
+def test_no_training_window_executes_in_the_next_split_or_its_embargo(eval_start, test_start, embargo):
+    """Fold boundaries (on or off the bar grid) with an embargo: every kept window's execution bars lie in its
+    split, after the split's embargo; training (eval) execution bars never reach the eval (test) period or its
+    embargo; eval and test windows read history from the previous split; no bar before start / after end."""
+    cfg = IngestionConfig(**{**CFG.__dict__, "frequencies": (15, 60), "stride": 1, "start": "2024-01-03",
+                             "eval_start": eval_start, "test_start": test_start, "end": "2024-02-01T06:00",
+                             "embargo_bars": embargo})
+    t = s("2024-01-01") + 900 * np.arange(96 * 32)
+    rng = np.random.default_rng(0)
+    counts = {}
+    bounds = [cfg.boundary_seconds(x) for x in (cfg.start, cfg.eval_start, cfg.test_start, cfg.end)]
+    o, n = cfg.norm_window + cfg.lookback, cfg.n_ahead
+    reaching_back = {1: 0, 2: 0}
+    per_split = np.zeros(3, int)
+    for freq, ts, _, _, starts, splits in ingest.asset_series("X", [chunk("X", t, rng.uniform(1, 2, len(t)))],
+                                                              cfg, counts):
+        step = freq * 60
+        first, ex_open, close = ts[starts], ts[starts + o], ts[starts + o + n - 1] + step
+        assert np.all(first >= bounds[0]) and np.all(close <= bounds[3])
+        for i in range(3):
+            sel = splits == i
+            per_split[i] += sel.sum()
+            lo, hi = bounds[i], bounds[i + 1]
+            assert np.all(ex_open[sel] >= lo + (embargo * step if i else 0)) and np.all(close[sel] <= hi)
+            if i < 2:  # never in the next split's period or its embargo
+                assert np.all(close[sel] <= bounds[i + 1]) and not np.any(close[sel] > bounds[i + 1] + embargo * step)
+            if i:
+                reaching_back[i] += int(np.sum(first[sel] < lo))
+                # the earliest kept window of the split starts its execution right after the embargo
+                # (stride 1: the first origin on the grid at or after lo + embargo)
+                assert ex_open[sel].min() < lo + embargo * step + step
+    assert per_split.min() > 0 and reaching_back[1] > 0 and reaching_back[2] > 0
+    # exactly `embargo` grid origins per (split after the first, frequency) fall in [lo, lo + embargo bars)
+    assert counts.get("examples_in_embargo", 0) == embargo * 2 * 2
 
 
 def chunk(asset, ts, vol, minutes=15, file="f.csv"):
@@ -109,9 +176,14 @@ def test_run_ingestion_writes_time_split_examples(ingested):
             ts = ex["timestamp"]
             # consecutive grid bars (zero-fill rule), ending at the last execution bar
             assert np.all(np.diff(ts) == f * 60) and np.all(ts % (f * 60) == 0)
-            assert ex["origin_time"] == ts[CFG.norm_window + CFG.lookback]
-            # all W+L+N bars (open .. close) inside the split's range: nothing straddles a boundary
-            assert (lo is None or ts[0] >= lo) and (hi is None or ts[-1] + f * 60 <= hi)
+            o = CFG.norm_window + CFG.lookback
+            assert ex["origin_time"] == ts[o]
+            # the execution bars (open of bar o .. close of the last) inside the split's range, the first one
+            # at least embargo_bars after its start (eval, test); earlier bars may lie in earlier splits but
+            # never before `start` (the train range's start) or after `end`
+            assert (lo is None or ts[o] >= lo + (CFG.embargo_bars * f * 60 if i else 0))
+            assert hi is None or ts[-1] + f * 60 <= hi
+            assert ranges[-1][1] is None or ts[-1] + f * 60 <= ranges[-1][1]
     c = report["counts"]
     assert c["examples_emitted"] == total and c["bars_zero_filled"] >= 2 and c["examples_straddling_split"] > 0
     assert c["files_read"] == 3 and c["rows_read"] == len(btc) + 96 * 24

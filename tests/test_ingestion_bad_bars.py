@@ -241,14 +241,16 @@ def test_input_patterns_find_user_files_and_no_match_lists_the_files_seen(tmp_pa
 # ------------------------------------------------------------------------------------------- too few examples
 def test_too_few_examples_names_the_source_bar_length_and_date_ranges(tmp_path):
     d = _tidy_dir(tmp_path, bars(days=9))
-    cfg = IngestionConfig(**{**CFG.__dict__, "eval_start": "2024-01-09T20:00", "test_start": "2024-01-09T22:00"})
+    # 4 bars each: fewer than embargo_bars + N = 2 + 4 (the lookback may reach back into train, issue 32)
+    cfg = IngestionConfig(**{**CFG.__dict__, "eval_start": "2024-01-09T22:00", "test_start": "2024-01-09T23:00"})
     with pytest.raises(ingest.IngestionCheckError) as e:
         ingest.run_ingestion(str(d), str(tmp_path / "o"), cfg)
     msg = str(e.value)
     assert "too few examples in split(s) {'eval': 0, 'test': 0}" in msg
     assert ("BTCUSDT 15 min from 15-min source bars: 864 bars 2024-01-01T00:00:00Z .. 2024-01-09T23:45:00Z"
             in msg)
-    assert "eval [2024-01-09T20:00, 2024-01-09T22:00)" in msg
+    assert "eval [2024-01-09T22:00, 2024-01-09T23:00)" in msg
+    assert "belongs to the split holding its last N = 4 (execution) bars" in msg and "embargo_bars = 2" in msg
     report = json.load(open(tmp_path / "o" / ingest.REPORT_FILE))
     assert report["status"] == "failed" and report["series"][0]["examples"]["eval"] == 0
 

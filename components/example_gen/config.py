@@ -29,10 +29,16 @@ class IngestionConfig:
       a target an asset cannot be built at is skipped and counted as `frequency_not_derivable`).
     `stride` (or per frequency `stride_by_frequency`): bars between consecutive example origins.
     Splits: time ranges `train` [start, eval_start), `eval` [eval_start, test_start), `test` [test_start, end)
-      (None = open). An example belongs to a split when ALL its W+L+N bars (open to close) lie inside the
-      split's range and its first bar opens at least `embargo_bars` bars after the range's start (extra
-      purge after a boundary); others are dropped and counted (`examples_straddling_split`,
-      `examples_in_embargo`, `examples_outside_range`). Never hashed.
+      (None = open). An example belongs to the split whose range holds its N EXECUTION bars (bars W+L ..
+      W+L+N-1, open of the first to close of the last); its W normalisation and L lookback bars may reach back
+      into earlier splits (they are known when the order starts), but no bar of any example opens before
+      `start` or closes after `end`. In every split after the first, the first execution bar must open at
+      least `embargo_bars` bars (of the example's frequency) after the split's start, so no training window's
+      execution bars (its labels) lie in the eval period or its embargo, nor an eval window's in the test
+      period or its embargo. Dropped and counted: execution bars straddling a boundary
+      (`examples_straddling_split`), in an embargo (`examples_in_embargo`), a bar outside [start, end)
+      (`examples_outside_range`). Never hashed. (Before issue 32 the whole W+L+N-bar window had to lie in one
+      split, which cost each split after the first its first W+L bars of orders.)
     Missing bars: `missing_bar_rule` ("zero_fill" or "skip"), per frequency override
       `missing_bar_rule_by_frequency` (default daily bars: "skip", trading days are consecutive), gaps longer
       than `max_gap_bars` split a series (see `components.market_data.resample`).
@@ -52,6 +58,15 @@ class IngestionConfig:
       asset) or per asset `source_bar_minutes_by_asset` ({"BTCUSDT": 15}); then only that length's rows are
       read (others counted `rows_other_bar_length`; an asset without it is skipped, counted
       `assets_without_declared_bar_length`). Never picked silently, never merged.
+    Several files for one asset at its source bar length (e.g. `binance_vision_klines_paper_pairs.parquet`,
+      true quote volume, and `binance_freqtrade_15m_1h.parquet`, quote volume estimated: its
+      `quote_volume_is_estimate` column; with `source_bar_minutes: 15` the freqtrade 1-hour rows are
+      `rows_other_bar_length`): merged per bar, by default, the true quote volume preferred wherever both
+      give a bar (the estimated one dropped, counted `bars_duplicate_replaced_by_true_quote`), each file
+      filling the other's gaps; two files of the same kind repeating an open time are an error, or with
+      `bad_rows="drop"` the first file in path order is kept (`rows_duplicate_across_files`). Each bar keeps
+      whether its quote volume is estimated through resampling (estimated when any source bar is); the
+      report counts them per asset (`components.example_gen.ingest`).
     Outlier bars (`components.market_data.outliers`, causal: trailing `outlier_window` bars before each bar,
       per asset and frequency): log volume more than `outlier_volume_z` robust sigmas above its trailing
       median, or a bar-VWAP log return more than `outlier_return_z` robust sigmas from its trailing median.

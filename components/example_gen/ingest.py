@@ -6,22 +6,27 @@ Beam graph (`MarketDataToExamples`), per the TFX custom-ExampleGen pattern:
       a tidy file) -> (asset, path) ─GroupByKey(asset)─> AssetExamples: per asset: read only that asset's
       rows of its files (`readers.read_file(..., asset=)`, chunks of `chunk_rows` rows), merge files, sort,
       align to the source grid, resample to each configured frequency, missing-bar rule, window starts
-      (`windows.window_starts`, the one cutting rule), time split with embargo, then serialize per block of
-      windows (`serialize.iter_serialized_blocks`, vectorised tf.Example wire format)
+      (`windows.window_starts`, the one cutting rule), time split with embargo (`assign_splits`: a window
+      belongs to the split of its execution bars), then serialize per block of windows
+      (`serialize.iter_serialized_blocks`, vectorised tf.Example wire format)
       -> tagged by split: train / eval / test PCollections of runs (lists) of serialized tf.Examples
          (`MarketDataToExampleBatches`; `MarketDataToExamples` flattens them to one tf.Example per element
          for TFX's ExampleGen writer; `run_ingestion` writes the runs directly)
     counters (files and rows read, drops by reason, examples per split and frequency) -> Beam metrics
       counters (namespace `lems_ingestion`) and the `report` PCollection (one dict, written as
-      ingestion_report.json: "counts", "examples_per_split", "series" (per asset and frequency: the source
-      bar length used, bars, first/last bar, segments, examples per split), "outliers" (the flagged bars,
-      up to `MAX_LISTED_OUTLIERS` per series), "config", "files"; a failed run adds "status": "failed" and
-      "error").
+      ingestion_report.json: "counts", "examples_per_split", "assets" (per asset: source bar length, source
+      bars, those with estimated quote volume, estimated bars replaced by true-quote ones, rows of other bar
+      lengths, examples per split and those with an estimated execution bar), "series" (per asset and
+      frequency: the source bar length used, bars, estimated bars, first/last bar, segments, examples per
+      split), "outliers" (the flagged bars, up to `MAX_LISTED_OUTLIERS` per series), "config", "files"; a
+      failed run adds "status": "failed" and "error").
 
 Per asset: ONE source bar length (`select_source_bars`: the declared one, or the only one; two without a
-declaration is an error naming files, asset and lengths), then per frequency the causal outlier scores
-(`components.market_data.outliers`; flag / drop / off). The backfill (`backfill.beam_pipeline`) runs this
-same graph, so its bars are validated, refused and counted (`ingestion.*` counters) the same way.
+declaration is an error naming files, asset and lengths), its files merged with true quote volume preferred
+per bar over estimated (`_merge_chunks`; e.g. Binance Data Vision klines + freqtrade caches: list both in
+`input_patterns`), then per frequency the causal outlier scores (`components.market_data.outliers`; flag /
+drop / off). The backfill (`backfill.beam_pipeline`) runs this same graph, so its bars are validated, refused
+and counted (`ingestion.*` counters) the same way.
 
 Memory: the grouping step carries only (asset, file path) pairs, so a worker holds one asset's bars at a
 time (the source bars, ~32 bytes each, plus the resampled series) plus one block of serialized examples;
@@ -56,13 +61,26 @@ def _count(counts: MutableMapping[str, int], key: str, n: int = 1) -> None:
 
 # ------------------------------------------------------------------------------------------ pure functions
 def assign_splits(first_open_s: np.ndarray, last_close_s: np.ndarray, config: IngestionConfig,
-                  frequency_minutes: int, counts: MutableMapping[str, int] | None = None) -> np.ndarray:
-    """Split index (0 train, 1 eval, 2 test) of each example, or -1 when it straddles a boundary, falls in
-    an embargo or lies outside [start, end). `first_open_s`: open of bar 0; `last_close_s`: close of the
-    last bar (open + bar length), Unix seconds."""
+                  frequency_minutes: int, counts: MutableMapping[str, int] | None = None, *,
+                  execution_open_s: np.ndarray | None = None) -> np.ndarray:
+    """Split index (0 train, 1 eval, 2 test) of each example, or -1 (dropped, counted).
+
+    A window belongs to the split whose range [lo, hi) holds its EXECUTION bars: the first execution bar opens
+    at or after lo and the last one closes at or before hi. Its earlier (lookback and normalisation) bars may
+    lie in earlier splits: they are known when the order starts. Dropped and counted: windows with a bar before
+    `start` or closing after `end` (`examples_outside_range`), windows whose execution bars straddle a boundary
+    (`examples_straddling_split`), and, in every split after the first, windows whose first execution bar
+    opens less than `embargo_bars` bars (of `frequency_minutes`) after lo (`examples_in_embargo`). So no
+    training window's execution bars reach into the eval period or its embargo, and likewise eval -> test.
+
+    `first_open_s`: open of bar 0; `last_close_s`: close of the last bar (open + bar length);
+    `execution_open_s`: open of the first execution bar (bar W+L); all Unix seconds. Without
+    `execution_open_s` the whole window counts as execution bars (every bar inside one split, embargo from
+    bar 0: the stricter rule of ingestions before issue 32)."""
     counts = {} if counts is None else counts
     first = np.asarray(first_open_s, np.int64)
     last = np.asarray(last_close_s, np.int64)
+    execution = first if execution_open_s is None else np.asarray(execution_open_s, np.int64)
     out = np.full(len(first), -1, np.int64)
     embargo = int(config.embargo_bars) * int(frequency_minutes) * 60
     ranges = config.split_ranges()
@@ -73,11 +91,11 @@ def assign_splits(first_open_s: np.ndarray, last_close_s: np.ndarray, config: In
     if hi_all is not None:
         outside |= last > hi_all
     for i, (lo, hi) in enumerate(ranges):
-        start_ok = np.ones(len(first), bool) if lo is None else first >= lo
-        end_ok = np.ones(len(first), bool) if hi is None else first < hi
-        in_range = start_ok & end_ok & ~outside          # first bar opens inside split i
+        start_ok = np.ones(len(first), bool) if lo is None else execution >= lo
+        end_ok = np.ones(len(first), bool) if hi is None else execution < hi
+        in_range = start_ok & end_ok & ~outside          # first execution bar opens inside split i
         inside = in_range & ((last <= hi) if hi is not None else True)
-        emb_ok = (first >= lo + embargo) if (lo is not None and i > 0) else np.ones(len(first), bool)
+        emb_ok = (execution >= lo + embargo) if (lo is not None and i > 0) else np.ones(len(first), bool)
         out[inside & emb_ok] = i
         _count(counts, "examples_straddling_split", np.sum(in_range & ~inside))
         _count(counts, "examples_in_embargo", np.sum(inside & ~emb_ok))
@@ -119,9 +137,21 @@ def select_source_bars(asset: str, chunks: Sequence[readers.BarChunk], config: I
 
 
 def _merge_chunks(asset: str, chunks: Sequence[readers.BarChunk], config: IngestionConfig,
-                  counts: MutableMapping[str, int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Chunks of one asset -> {source_minutes: (timestamp_us, volume, quote_volume)} sorted, de-duplicated
-    across files (error, or counted drop keeping the first file in path order, per `config.bad_rows`)."""
+                  counts: MutableMapping[str, int]
+                  ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of one asset -> {source_minutes: (timestamp_us, volume, quote_volume, quote_volume_is_estimate)},
+    sorted, with at most one file's bar per bar:
+
+    1. True quote volume first, per bar: where bars of both kinds (`BarChunk.quote_volume_is_estimate`) fall
+       in the same grid bar of the source bar length (epoch-anchored, as `resample.align_to_grid` will place
+       them; e.g. Binance Data Vision klines and the freqtrade caches' estimated rows of the same 15 minutes),
+       the estimated rows are dropped and counted `bars_duplicate_replaced_by_true_quote`. This is the default
+       and needs no setting: a config lists both files in `input_patterns`; each file fills the other's gaps.
+    2. Then, for bars of the same kind (true and true, or estimated and estimated), today's rule: a repeated
+       open time across files is a `MarketDataError` naming both files and rows (`bad_rows="error"`) or a
+       counted drop keeping the first file in path order (`bad_rows="drop"`, `rows_duplicate_across_files`).
+       Same-kind rows of different files in the same grid bar at different open times (off-grid bars) are
+       summed by `resample.align_to_grid` as before (`bars_merged_after_alignment`)."""
     by_source: dict[int, list[readers.BarChunk]] = {}
     for c in chunks:
         by_source.setdefault(c.source_minutes, []).append(c)
@@ -131,21 +161,32 @@ def _merge_chunks(asset: str, chunks: Sequence[readers.BarChunk], config: Ingest
         ts = np.concatenate([c.timestamp_us for c in parts])
         vol = np.concatenate([c.volume for c in parts])
         qv = np.concatenate([c.quote_volume for c in parts])
+        est = np.concatenate([c.quote_volume_is_estimate for c in parts])
+        files = np.concatenate([np.full(len(c), i) for i, c in enumerate(parts)])
+        rows = np.concatenate([c.row for c in parts])
+        if est.any() and not est.all():
+            step_us = int(minutes) * 60 * 1_000_000
+            grid = ts // step_us
+            replaced = est & np.isin(grid, grid[~est])
+            if replaced.any():
+                _count(counts, "bars_duplicate_replaced_by_true_quote", replaced.sum())
+                keep = ~replaced
+                ts, vol, qv, est, files, rows = ts[keep], vol[keep], qv[keep], est[keep], files[keep], rows[keep]
         order = np.argsort(ts, kind="stable")
-        ts, vol, qv = ts[order], vol[order], qv[order]
+        ts, vol, qv, est, files, rows = ts[order], vol[order], qv[order], est[order], files[order], rows[order]
         dup = np.concatenate([[False], ts[1:] == ts[:-1]])
         if dup.any():
             if config.bad_rows == "error":
                 j = int(np.argmax(dup))
-                files = np.concatenate([np.full(len(c), i) for i, c in enumerate(parts)])[order]
-                rows = np.concatenate([c.row for c in parts])[order]
                 a, b = parts[files[j - 1]], parts[files[j]]
                 raise readers.MarketDataError(
                     f"{b.file}: row {rows[j]}: duplicate timestamp for {asset} ({minutes}-minute bars), also in "
-                    f"{a.file} row {rows[j - 1]}: remove overlapping files or use bad_rows='drop'")
+                    f"{a.file} row {rows[j - 1]}: remove overlapping files or use bad_rows='drop' (bars whose "
+                    f"quote volume is true in one file and estimated in the other are not duplicates: the true "
+                    f"one is kept)")
             _count(counts, "rows_duplicate_across_files", dup.sum())
-            ts, vol, qv = ts[~dup], vol[~dup], qv[~dup]
-        out[minutes] = (ts, vol, qv)
+            ts, vol, qv, est = ts[~dup], vol[~dup], qv[~dup], est[~dup]
+        out[minutes] = (ts, vol, qv, est)
     return out
 
 
@@ -156,15 +197,20 @@ def _iso(seconds) -> str:
     return np.datetime_as_string(np.datetime64(int(seconds), "s")) + "Z"
 
 
-def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.ndarray, config: IngestionConfig,
-              counts: MutableMapping[str, int], notes: list | None):
+def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.ndarray, est: np.ndarray,
+              config: IngestionConfig, counts: MutableMapping[str, int], notes: list | None):
     """Score one (asset, frequency) series' bars (`outliers.detect`, causal), count and list the flagged ones
-    inside [start, end) and, with `outliers="drop"`, remove them (they become missing bars)."""
+    inside [start, end) and, with `outliers="drop"`, remove them (they become missing bars). `est`: the
+    bars' estimated-quote-volume flags, filtered alike."""
     if config.outliers == "off" or not len(ts):
-        return ts, vol, qv
+        return ts, vol, qv, est
+    # No VWAP return across a series break (a gap the missing-bar rule does not bridge: no window crosses it).
+    breaks = np.concatenate([[False], np.diff(ts) // (int(freq) * 60) - 1 > config.max_gap_bars])
     flags = outliers.detect(vol, qv, window=config.outlier_window, volume_z=config.outlier_volume_z,
-                            return_z=config.outlier_return_z)
-    lo, hi = config.split_ranges()[0][0], config.split_ranges()[-1][1]  # bars outside [start, end): no example
+                            return_z=config.outlier_return_z, breaks=breaks)
+    # Bars outside [start, end) are in no example; inside, any bar may be (an execution bar of one window, the
+    # lookback or normalisation bar of a later window, possibly of a later split).
+    lo, hi = config.split_ranges()[0][0], config.split_ranges()[-1][1]
     used = np.ones(len(ts), bool) if lo is None else ts >= lo
     if hi is not None:
         used &= ts < hi
@@ -176,7 +222,7 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
         _count(counts, key, int(mask.sum()))
         _count(counts, f"{key}_{freq}m", int(mask.sum()))
     if not bad.any():
-        return ts, vol, qv
+        return ts, vol, qv, est
     if notes is not None:
         for i in np.flatnonzero(bad)[:MAX_LISTED_OUTLIERS]:
             kind = "+".join(k for k, m in (("volume", flags.volume), ("vwap_return", flags.vwap_return)) if m[i])
@@ -186,8 +232,11 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
                           "quote_volume": float(qv[i])})
     if config.outliers == "drop":
         _count(counts, "bars_outlier_dropped", int(bad.sum()))
-        return ts[~bad], vol[~bad], qv[~bad]
-    return ts, vol, qv
+        return ts[~bad], vol[~bad], qv[~bad], est[~bad]
+    return ts, vol, qv, est
+
+
+ESTIMATED_EXAMPLES = "examples_with_estimated_execution_bar"  # + _<split>: counted per split
 
 
 def asset_series(asset: str, chunks: Iterable[readers.BarChunk], config: IngestionConfig,
@@ -195,14 +244,36 @@ def asset_series(asset: str, chunks: Iterable[readers.BarChunk], config: Ingesti
                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per gap-free (asset, frequency) segment, lazily: (frequency, timestamp_s, volume, quote_volume, window
     starts, split index of each start) of the windows that survive the cut (`windows.window_starts`) and the
-    time split (`assign_splits`); drops and examples per split are counted in `counts`. The asset's ONE
-    source bar length is `select_source_bars`'; outlier bars are scored per frequency (`_outliers`). With a
-    `notes` list, one dict per (asset, frequency) series ("kind": "series": source bar length, bars, date
-    range, examples per split) and the flagged outliers ("kind": "outlier") are appended to it."""
+    time split (`assign_splits`: the split of the window's execution bars); drops and examples per split are
+    counted in `counts`. The asset's ONE source bar length is `select_source_bars`', its files merged by
+    `_merge_chunks` (true quote volume preferred per bar); outlier bars are scored per frequency
+    (`_outliers`). Estimated quote volume (`readers.BarChunk.quote_volume_is_estimate`) is carried through
+    alignment and resampling (a bar is estimated when any of its source bars is) and counted: source bars
+    `bars_quote_volume_estimated`, bars per frequency `bars_quote_volume_estimated_<f>m`, kept windows with
+    an estimated bar among their execution bars `examples_with_estimated_execution_bar_<split>`.
+    With a `notes` list, one dict per asset ("kind": "asset": source bar length, source bars, estimated ones,
+    bars replaced by true quote volume, examples per split and those with an estimated execution bar), one
+    per (asset, frequency) series ("kind": "series": source bar length, bars, estimated bars, date range,
+    examples per split) and the flagged outliers ("kind": "outlier") are appended to it."""
+    before = dict(counts)
     merged = _merge_chunks(asset, select_source_bars(asset, list(chunks), config, counts), config, counts)
     sources = sorted(merged)
+    asset_note = {"kind": "asset", "asset": asset, "source_minutes": sources[0] if sources else None,
+                  "source_bars": 0, "source_bars_quote_volume_estimated": 0,
+                  "bars_duplicate_replaced_by_true_quote": (counts.get("bars_duplicate_replaced_by_true_quote", 0)
+                                                            - before.get("bars_duplicate_replaced_by_true_quote", 0)),
+                  "rows_other_bar_length": counts.get("rows_other_bar_length", 0)
+                  - before.get("rows_other_bar_length", 0),
+                  "examples": {name: 0 for name in SPLIT_NAMES},
+                  ESTIMATED_EXAMPLES: {name: 0 for name in SPLIT_NAMES}}
+    if notes is not None:
+        notes.append(asset_note)
     if not sources:  # no bars (e.g. none at the declared source bar length: counted there)
         return
+    for m in sources:
+        asset_note["source_bars"] += int(len(merged[m][0]))
+        asset_note["source_bars_quote_volume_estimated"] += int(merged[m][3].sum())
+        _count(counts, "bars_quote_volume_estimated", int(merged[m][3].sum()))
     w, o, n = config.norm_window, config.norm_window + config.lookback, config.n_ahead
     for freq in sorted(int(f) for f in config.frequencies):
         usable = [s for s in sources if freq % s == 0]
@@ -214,42 +285,52 @@ def asset_series(asset: str, chunks: Iterable[readers.BarChunk], config: Ingesti
                               "problem": f"{freq} min is not a multiple of the {sources[0]}-minute source bars"})
             continue
         src = usable[0]  # the asset's one source bar length (select_source_bars)
-        ts_us, vol, qv = merged[src]
-        g_ts, g_v, g_q = resample.align_to_grid(ts_us, vol, qv, src, counts)
+        ts_us, vol, qv, est = merged[src]
+        g_ts, g_v, g_q, g_e = resample.align_to_grid(ts_us, vol, qv, src, counts, estimate=est)
         if freq != src:
-            g_ts, g_v, g_q = resample.resample(g_ts, g_v, g_q, src, freq, counts)
-        g_ts, g_v, g_q = _outliers(asset, freq, g_ts, g_v, g_q, config, counts, notes)
+            g_ts, g_v, g_q, g_e = resample.resample(g_ts, g_v, g_q, src, freq, counts, estimate=g_e)
+        g_ts, g_v, g_q, g_e = _outliers(asset, freq, g_ts, g_v, g_q, g_e, config, counts, notes)
+        _count(counts, f"bars_quote_volume_estimated_{freq}m", int(g_e.sum()))
         segments = resample.apply_missing_rule(g_ts, g_v, g_q, freq, rule=config.missing_rule_for(freq),
-                                               max_gap_bars=config.max_gap_bars, drops=counts)
+                                               max_gap_bars=config.max_gap_bars, drops=counts, estimate=g_e)
         n_before = counts.get("examples_emitted", 0)
         step = freq * 60
         stride = config.stride_for(freq)
         note = {"kind": "series", "asset": asset, "frequency_minutes": freq, "source_minutes": int(src),
-                "bars": int(len(g_ts)), "first": _iso(g_ts[0]) if len(g_ts) else None,
+                "bars": int(len(g_ts)), "bars_quote_volume_estimated": int(g_e.sum()),
+                "first": _iso(g_ts[0]) if len(g_ts) else None,
                 "last": _iso(g_ts[-1]) if len(g_ts) else None, "segments": len(segments),
                 "longest_segment_bars": max((len(x[0]) for x in segments), default=0),
-                "examples": {name: 0 for name in SPLIT_NAMES}}
+                "examples": {name: 0 for name in SPLIT_NAMES},
+                ESTIMATED_EXAMPLES: {name: 0 for name in SPLIT_NAMES}}
         if notes is not None:
             notes.append(note)
-        for seg_ts, seg_v, seg_q in segments:
+        for seg_ts, seg_v, seg_q, seg_e in segments:
             if len(seg_ts) < config.window_length:
                 _count(counts, "segments_too_short")
                 continue
             # Splits of every origin (uninformative windows included, as counted), then the cut's survivors.
             all_starts = windows.origin_positions(len(seg_ts), norm_window=w, lookback=config.lookback,
                                                   n_ahead=n, stride=stride) - o
-            split_all = assign_splits(seg_ts[all_starts], seg_ts[all_starts + o + n - 1] + step, config, freq, counts)
+            split_all = assign_splits(seg_ts[all_starts], seg_ts[all_starts + o + n - 1] + step, config, freq, counts,
+                                      execution_open_s=seg_ts[all_starts + o])
             starts = windows.window_starts(seg_v, seg_q, norm_window=w, lookback=config.lookback, n_ahead=n,
                                            stride=stride, drops=counts)
             splits = split_all[(starts - all_starts[0]) // stride] if len(starts) else starts
             keep = splits >= 0
             starts, splits = starts[keep], splits[keep]
             _count(counts, "examples_emitted", len(starts))
+            c_est = np.concatenate([[0], np.cumsum(seg_e)])
+            estimated = (c_est[starts + o + n] - c_est[starts + o]) > 0  # an execution bar is estimated
             for i, name in enumerate(SPLIT_NAMES):
                 k = int(np.sum(splits == i))
+                k_est = int(np.sum(estimated & (splits == i)))
                 _count(counts, f"examples_{name}", k)
                 _count(counts, f"examples_{name}_{freq}m", k)
-                note["examples"][name] += k
+                _count(counts, f"{ESTIMATED_EXAMPLES}_{name}", k_est)
+                for d in (note, asset_note):
+                    d["examples"][name] += k
+                    d[ESTIMATED_EXAMPLES][name] += k_est
             if len(starts):
                 yield freq, seg_ts, seg_v, seg_q, starts, splits
         if counts.get("examples_emitted", 0) == n_before:
@@ -349,8 +430,11 @@ def _report(counts: Iterable[tuple[str, int]], config_json: str, files: Sequence
         totals[k] = totals.get(k, 0) + int(n)
     notes = list(notes)
     key = lambda d: (d["asset"], d["frequency_minutes"], d.get("time") or "")  # noqa: E731
+    assets = {d["asset"]: {k: v for k, v in d.items() if k not in ("kind", "asset")}
+              for d in sorted((d for d in notes if d["kind"] == "asset"), key=lambda d: d["asset"])}
     return {"counts": dict(sorted(totals.items())), "config": json.loads(config_json), "files": list(files),
             "examples_per_split": {s: totals.get(f"examples_{s}", 0) for s in SPLIT_NAMES},
+            "assets": assets,
             "series": sorted((d for d in notes if d["kind"] == "series"), key=key),
             "outliers": sorted((d for d in notes if d["kind"] == "outlier"), key=key)}
 
@@ -360,7 +444,7 @@ def failed_report(error: BaseException, config: IngestionConfig, files: Sequence
     """The report of a failed ingestion: what the run had (`report`, else the config and files) plus
     `"status": "failed"` and the error message."""
     out = dict(report) if report else {"counts": {}, "config": json.loads(config.to_json()), "files": list(files),
-                                        "examples_per_split": {}, "series": [], "outliers": []}
+                                        "examples_per_split": {}, "assets": {}, "series": [], "outliers": []}
     out.update(status="failed", error=f"{type(error).__name__}: {error}")
     return out
 
@@ -489,8 +573,12 @@ def check_report(report: dict, config: IngestionConfig) -> None:
         raise IngestionCheckError(
             f"market-data ingestion produced too few examples in split(s) {low} (need "
             f">= {config.min_examples_per_split}). Each example needs {config.window_length} consecutive bars "
-            f"(W+L+N = {config.norm_window}+{config.lookback}+{config.n_ahead}) inside one split (split dates: "
-            f"{split_text}), the first {config.embargo_bars} bars after a boundary embargoed. What the data gave, per asset and "
+            f"(W+L+N = {config.norm_window}+{config.lookback}+{config.n_ahead}) between start and end and belongs "
+            f"to the split holding its last N = {config.n_ahead} (execution) bars; its first W+L = "
+            f"{config.norm_window + config.lookback} bars may lie in earlier splits (split dates: {split_text}). "
+            f"In eval and test the first execution bar must open at least embargo_bars = {config.embargo_bars} "
+            f"bars after the split's start: a split needs at least embargo_bars + N bars of gap-free data, "
+            f"preceded by W+L gap-free bars after start. What the data gave, per asset and "
             f"frequency:\n  {series or '(no series: no bars were read)'}\nCompare these date ranges, segment "
             f"lengths and source bar lengths with the splits and sizes. Counts: {c}")
 

@@ -11,7 +11,10 @@ a value):
     before `t`, against the median and IQR of `r` over the previous `window` bars (scale floored at 1e-5, a
     tenth of a basis point); flagged when `|z| > return_z`. A bar right after a flagged VWAP bar is scored
     again against the bar before the flagged one (a single wrong bar makes two large returns; only the
-    wrong bar is flagged).
+    wrong bar is flagged). The first bar after a series break (`breaks`: the ExampleGen passes the bars
+    that follow a gap longer than `max_gap_bars`, where the series splits into segments no window crosses)
+    has no VWAP return: its "return" would span the gap (weeks or months in patchy coverage such as the
+    freqtrade caches of `/work/shared/data`, where it flagged 14 first bars after a hole at 15 minutes).
 
 `detect(...)` returns the flags (boolean per bar, per score); the ExampleGen counts them
 (`bars_outlier_volume`, `bars_outlier_vwap_return`, `bars_outlier`, per frequency `..._<f>m`) and, by the
@@ -51,9 +54,10 @@ def _trailing(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     return (prev.median().to_numpy(), (prev.quantile(0.75) - prev.quantile(0.25)).to_numpy())
 
 
-def detect(volume: np.ndarray, quote_volume: np.ndarray, *, window: int, volume_z: float, return_z: float
-           ) -> OutlierFlags:
-    """Outlier flags of one series' bars (consecutive entries = consecutive bars present); see module doc."""
+def detect(volume: np.ndarray, quote_volume: np.ndarray, *, window: int, volume_z: float, return_z: float,
+           breaks: np.ndarray | None = None) -> OutlierFlags:
+    """Outlier flags of one series' bars (consecutive entries = consecutive bars present); see module doc.
+    `breaks`: optional bool per bar, True for the first bar after a series break (no VWAP return)."""
     if window < 4:
         raise ValueError(f"outlier_window must be >= 4 bars, got {window}")
     if not (volume_z > 0 and return_z > 0):
@@ -76,6 +80,9 @@ def detect(volume: np.ndarray, quote_volume: np.ndarray, *, window: int, volume_
     prev_idx = np.concatenate([[-1], last[:-1]]) if n else last
     r = np.full(n, np.nan)
     ok = priced & (prev_idx >= 0)
+    if breaks is not None:  # no return across a break: from the first bar after it to its last priced bar
+        run = np.cumsum(np.asarray(breaks, bool).reshape(n))
+        ok &= run == run[np.maximum(prev_idx, 0)]
     r[ok] = lp[ok] - lp[prev_idx[ok]]
     r_med, r_iqr = _trailing(r, window)
     r_scale = np.maximum(r_iqr / _IQR_TO_SIGMA, _RETURN_SCALE_FLOOR)

@@ -24,6 +24,16 @@ Formats (`detect_format` picks one from the file name and first line):
     With `quote_volume="volume_x_adj_close"` (`QUOTE_VOLUME_RULES`) the quote volume is volume x `adj_close`
     on every row instead (the paper's equity notional); a file without `adj_close` is refused.
 
+Where each bar's quote volume came from (`BarChunk.quote_volume_is_estimate`, one bool per bar): True when the
+file says so (a tidy `quote_volume_is_estimate` column, e.g. the freqtrade caches of `/work/shared/data` whose
+quote volume is volume x typical price; true/false, 1/0 or empty = false) or when the reader made it from
+volume x close (a tidy file without `quote_volume`, or a row whose `quote_volume` is empty); False for Binance
+klines (Binance's own quote-asset volume), for tidy rows with their own `quote_volume` and no flag, and for
+the equity notionals (Yahoo Volume x Adj Close, `quote_volume="volume_x_adj_close"`: that IS the definition
+of the paper's equity notional, not an estimate of it). The ExampleGen prefers true quote volume per bar when
+two files give the same bar (`components.example_gen.ingest._merge_chunks`) and carries the flag through
+grid alignment and resampling (a bar is estimated when any of its source bars is).
+
 Bad input (item 7 of the spec) and what happens:
   * always an error (`MarketDataError` naming file, row and problem): missing or misnamed columns,
     non-numeric fields, unparseable or mixed-timezone timestamps, timestamps that go backwards within a file
@@ -60,6 +70,8 @@ DROP_NON_FINITE = "rows_non_finite"
 DROP_NEGATIVE_VOLUME = "rows_negative_volume"
 DROP_NON_POSITIVE_PRICE = "rows_non_positive_price"
 DROP_DUPLICATE_TIMESTAMP = "rows_duplicate_timestamp"
+#: Tidy column saying a row's quote volume is an estimate (bool; see the module docstring).
+ESTIMATE_COLUMN = "quote_volume_is_estimate"
 BAD_ROW_POLICIES = ("error", "drop")
 #: How a bar's quote volume is made (`IngestionConfig.quote_volume`): "file" = the file's own (Binance: its
 #: quote volume; tidy: its `quote_volume` column, else volume x close; Yahoo: Volume x Adj Close);
@@ -94,7 +106,8 @@ class BarChunk:
     """Validated bars of ONE asset at ONE source bar length from one file (a slice of it).
 
     `timestamp_us`: int64 bar open, Unix microseconds UTC; `volume`, `quote_volume`: float64 >= 0;
-    `row`: int64 row numbers in the file (for messages)."""
+    `row`: int64 row numbers in the file (for messages); `quote_volume_is_estimate`: bool per bar, True where
+    the quote volume is an estimate (module docstring; None on construction = all False)."""
     asset: str
     source_minutes: int
     timestamp_us: np.ndarray
@@ -103,6 +116,13 @@ class BarChunk:
     row: np.ndarray
     file: str
     n_read: int = -1  # rows of the file read into this chunk, before drops (-1: unknown)
+    quote_volume_is_estimate: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.quote_volume_is_estimate is None:
+            self.quote_volume_is_estimate = np.zeros(len(self.timestamp_us), bool)
+        else:
+            self.quote_volume_is_estimate = np.asarray(self.quote_volume_is_estimate, bool)
 
     def __len__(self) -> int:
         return len(self.timestamp_us)
@@ -295,16 +315,19 @@ def _asset_strings(values: pd.Series) -> np.ndarray:
 
 def read_bars(paths: Sequence[str] | str, *, bad_rows: str = "error",
               drops: MutableMapping[str, int] | None = None) -> pd.DataFrame:
-    """All bars of `paths` as one tidy frame: timestamp (UTC), asset, source_minutes, volume, quote_volume."""
+    """All bars of `paths` as one tidy frame: timestamp (UTC), asset, source_minutes, volume, quote_volume,
+    quote_volume_is_estimate."""
     paths = [paths] if isinstance(paths, str) else list(paths)
     frames = []
     for p in paths:
         for c in read_file(p, bad_rows=bad_rows, drops=drops):
             frames.append(pd.DataFrame({
                 "timestamp": pd.to_datetime(c.timestamp_us, unit="us", utc=True), "asset": c.asset,
-                "source_minutes": c.source_minutes, "volume": c.volume, "quote_volume": c.quote_volume}))
+                "source_minutes": c.source_minutes, "volume": c.volume, "quote_volume": c.quote_volume,
+                ESTIMATE_COLUMN: c.quote_volume_is_estimate}))
     if not frames:
-        return pd.DataFrame(columns=["timestamp", "asset", "source_minutes", "volume", "quote_volume"])
+        return pd.DataFrame(columns=["timestamp", "asset", "source_minutes", "volume", "quote_volume",
+                                     ESTIMATE_COLUMN])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -415,10 +438,37 @@ def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quot
     return keep
 
 
-def _chunk(path, asset, minutes, ts_us, volume, quote_volume, rows, keep) -> BarChunk:
+def _chunk(path, asset, minutes, ts_us, volume, quote_volume, rows, keep, estimate=None) -> BarChunk:
     return BarChunk(asset=asset, source_minutes=int(minutes), timestamp_us=ts_us[keep].astype(np.int64),
                     volume=volume[keep], quote_volume=quote_volume[keep], row=rows[keep].astype(np.int64),
-                    file=path, n_read=len(ts_us))
+                    file=path, n_read=len(ts_us),
+                    quote_volume_is_estimate=None if estimate is None else np.asarray(estimate, bool)[keep])
+
+
+_TRUE_WORDS = ("true", "1", "1.0", "yes", "t", "y")
+_FALSE_WORDS = ("false", "0", "0.0", "no", "f", "n", "", "nan", "none", "<na>")
+
+
+def _flags(frame: pd.DataFrame, col: str, path: str, rows: np.ndarray) -> np.ndarray:
+    """A boolean column (bool, 0/1 numbers, or true/false strings; empty = False) -> bool array;
+    `MarketDataError` naming file and row for anything else."""
+    s = frame[col]
+    if s.dtype.kind == "b":
+        return s.to_numpy(bool)
+    if s.dtype.kind in "iuf":
+        v = s.to_numpy(np.float64)
+        bad = ~(np.isnan(v) | (v == 0) | (v == 1))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MarketDataError(f"{path}: row {rows[i]}: {col} must be true/false (or 1/0), got {s.iloc[i]!r}")
+        return v == 1
+    text = s.astype(object).where(s.notna(), "").astype(str).str.strip().str.lower()
+    true = text.isin(_TRUE_WORDS).to_numpy()
+    bad = ~true & ~text.isin(_FALSE_WORDS).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MarketDataError(f"{path}: row {rows[i]}: {col} must be true/false (or 1/0), got {s.iloc[i]!r}")
+    return true
 
 
 def _require(path: str, columns, required, fmt: str):
@@ -581,8 +631,8 @@ def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None, extra: Se
         pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER, pre_buffer=False)  # stream pages
         names = pf.schema_arrow.names
         _require(path, names, required, "tidy")
-        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", *extra, "frequency")
-                  if c in names]
+        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", *extra, "frequency",
+                              ESTIMATE_COLUMN) if c in names]
         start = 1
         # Filtering for one asset scans the whole file: smaller scan batches bound the decode buffers.
         scan_rows = chunk_rows if asset is None else min(chunk_rows, _FILTER_SCAN_ROWS)
@@ -612,10 +662,11 @@ def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None, extra: Se
 
 def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
               asset: str | None = None, quote_volume: str = "file") -> Iterator[BarChunk]:
-    """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, adj_close][, frequency]`) ->
-    `BarChunk`s, one per (asset, bar length) present in each chunk; with `asset`, that asset's rows only.
-    `quote_volume="volume_x_adj_close"`: quote volume = volume x adj_close on every row (and adj_close is the
-    price checked for non-positive values)."""
+    """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, adj_close][, frequency]
+    [, quote_volume_is_estimate]`) -> `BarChunk`s, one per (asset, bar length) present in each chunk; with
+    `asset`, that asset's rows only. `quote_volume="volume_x_adj_close"`: quote volume = volume x adj_close on
+    every row (and adj_close is the price checked for non-positive values). Estimated quote volume: the
+    `quote_volume_is_estimate` column, or made here from volume x close (module docstring)."""
     last_ts: dict = {}
     inferred: dict = {}
     unlabelled: dict = {}  # asset -> open times of its unlabelled rows (checked for a second bar length)
@@ -627,15 +678,22 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
         ts = _parse_times(frame["timestamp"], path, rows, "timestamp")
         volume = _numeric(frame, "volume", path, rows)
         close = _numeric(frame, "close", path, rows) if "close" in frame.columns else None
+        estimate = np.zeros(len(frame), bool)
         if adjusted:
             close = _numeric(frame, "adj_close", path, rows)
             quote = volume * close
-        elif "quote_volume" in frame.columns:
-            quote = _numeric(frame, "quote_volume", path, rows)
-            if close is not None:  # estimate only where the quote volume is missing
-                quote = np.where(frame["quote_volume"].isna().to_numpy(), volume * close, quote)
         else:
-            quote = volume * close
+            if ESTIMATE_COLUMN in frame.columns:
+                estimate = _flags(frame, ESTIMATE_COLUMN, path, rows)
+            if "quote_volume" in frame.columns:
+                quote = _numeric(frame, "quote_volume", path, rows)
+                if close is not None:  # estimate only where the quote volume is missing
+                    made = frame["quote_volume"].isna().to_numpy()
+                    quote = np.where(made, volume * close, quote)
+                    estimate = estimate | made
+            else:
+                quote = volume * close
+                estimate = np.ones(len(frame), bool)
         assets = _asset_strings(frame["asset"])
         if "frequency" in frame.columns:
             labels = frame["frequency"].astype(str).to_numpy()
@@ -668,7 +726,7 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
                              rows[sel], bad_rows, drops, last_ts, (name, label))
             if not label:
                 unlabelled.setdefault(name, []).append(ts[sel])
-            yield _chunk(path, name, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep)
+            yield _chunk(path, name, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep, estimate[sel])
     for name, parts in unlabelled.items():
         check_single_bar_length(path, name, np.concatenate(parts), inferred[name])
 

@@ -21,6 +21,11 @@ daily files).
       `max_gap_bars` become consecutive bars (session time, as trading days are); counted `bars_skipped`;
   and under both rules a longer gap splits the series into segments that no window crosses
   (`series_breaks`, with the missing bars in `bars_in_breaks`).
+
+Estimated quote volume: each function optionally takes `estimate` (bool per bar: its quote volume is an
+estimate, `components.market_data.readers.BarChunk.quote_volume_is_estimate`) and then also returns it per
+output bar: a grid or resampled bar is estimated when ANY of the bars summed into it is; a zero-filled bar
+(no source bar) is not.
 """
 from __future__ import annotations
 
@@ -46,35 +51,46 @@ def _sum_by_key(keys: np.ndarray, *values: np.ndarray):
     return k[starts] if len(k) else k, sums, counts
 
 
+def _flag_values(estimate, n: int):
+    return () if estimate is None else (np.asarray(estimate, bool).astype(np.float64).reshape(n),)
+
+
 def align_to_grid(timestamp_us: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray, source_minutes: int,
-                  drops: MutableMapping[str, int] | None = None):
-    """Source bars (any order, Unix microseconds) -> sorted grid bars `(timestamp_s int64, volume, quote_volume)`."""
+                  drops: MutableMapping[str, int] | None = None, estimate: np.ndarray | None = None):
+    """Source bars (any order, Unix microseconds) -> sorted grid bars `(timestamp_s int64, volume, quote_volume)`,
+    plus `estimate` per grid bar (any of its bars estimated) when `estimate` is given."""
     step_us = int(source_minutes) * 60 * 1_000_000
     ts = np.asarray(timestamp_us, np.int64)
     grid = ts // step_us * step_us
     _count(drops, "bars_aligned_off_grid", np.sum(grid != ts))
-    keys, (vol, qv), counts = _sum_by_key(grid, np.asarray(volume, np.float64), np.asarray(quote_volume, np.float64))
+    keys, sums, counts = _sum_by_key(grid, np.asarray(volume, np.float64), np.asarray(quote_volume, np.float64),
+                                     *_flag_values(estimate, len(ts)))
     _count(drops, "bars_merged_after_alignment", np.sum(counts - 1))
-    return keys // 1_000_000, vol, qv
+    out = (keys // 1_000_000, sums[0], sums[1])
+    return out if estimate is None else (*out, sums[2] > 0)
 
 
 def resample(timestamp_s: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray, source_minutes: int,
-             target_minutes: int, drops: MutableMapping[str, int] | None = None):
-    """Grid bars of `source_minutes` -> bars of `target_minutes` on the epoch-anchored grid (sums)."""
+             target_minutes: int, drops: MutableMapping[str, int] | None = None, estimate: np.ndarray | None = None):
+    """Grid bars of `source_minutes` -> bars of `target_minutes` on the epoch-anchored grid (sums), plus
+    `estimate` per target bar (any of its source bars estimated) when `estimate` is given."""
     if target_minutes % source_minutes:
         raise ValueError(f"cannot build {target_minutes}-minute bars from {source_minutes}-minute bars: the "
                          f"target must be a multiple of the source bar length")
     step = int(target_minutes) * 60
-    keys, (vol, qv), counts = _sum_by_key(np.asarray(timestamp_s, np.int64) // step * step,
-                                          np.asarray(volume, np.float64), np.asarray(quote_volume, np.float64))
+    ts = np.asarray(timestamp_s, np.int64)
+    keys, sums, counts = _sum_by_key(ts // step * step, np.asarray(volume, np.float64),
+                                     np.asarray(quote_volume, np.float64), *_flag_values(estimate, len(ts)))
     _count(drops, "target_bars_partial", np.sum(counts < target_minutes // source_minutes))
-    return keys, vol, qv
+    return (keys, sums[0], sums[1]) if estimate is None else (keys, sums[0], sums[1], sums[2] > 0)
 
 
 def apply_missing_rule(timestamp_s: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray,
                        frequency_minutes: int, *, rule: str = "zero_fill", max_gap_bars: int = 8,
-                       drops: MutableMapping[str, int] | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Sorted grid bars -> gap-free segments `[(timestamp_s, volume, quote_volume), ...]` (see module doc)."""
+                       drops: MutableMapping[str, int] | None = None, estimate: np.ndarray | None = None
+                       ) -> list[tuple[np.ndarray, ...]]:
+    """Sorted grid bars -> gap-free segments `[(timestamp_s, volume, quote_volume), ...]` (see module doc);
+    with `estimate`, segments `(timestamp_s, volume, quote_volume, estimate)` (zero-filled bars: False)."""
     if rule not in MISSING_RULES:
         raise ValueError(f"missing-bar rule must be one of {MISSING_RULES}, got {rule!r}")
     ts = np.asarray(timestamp_s, np.int64)
@@ -90,6 +106,7 @@ def apply_missing_rule(timestamp_s: np.ndarray, volume: np.ndarray, quote_volume
     _count(drops, "bars_in_breaks", missing[breaks].sum())
     segments = []
     bounds = np.concatenate([[0], breaks + 1, [len(ts)]])
+    est = None if estimate is None else np.asarray(estimate, bool)
     for a, b in zip(bounds[:-1], bounds[1:]):
         seg_idx, seg_v, seg_q = idx[a:b], np.asarray(volume[a:b], np.float64), np.asarray(quote_volume[a:b], np.float64)
         n_missing = int(seg_idx[-1] - seg_idx[0] + 1 - len(seg_idx))
@@ -100,9 +117,16 @@ def apply_missing_rule(timestamp_s: np.ndarray, volume: np.ndarray, quote_volume
             pos = seg_idx - seg_idx[0]
             v[pos], q[pos] = seg_v, seg_q
             _count(drops, "bars_zero_filled", n_missing)
-            segments.append((full * step, v, q))
+            seg = (full * step, v, q)
+            if est is not None:
+                e = np.zeros(len(full), bool)
+                e[pos] = est[a:b]
+                seg = (*seg, e)
         else:
             if n_missing:
                 _count(drops, "bars_skipped", n_missing)
-            segments.append((seg_idx * step, seg_v, seg_q))
+            seg = (seg_idx * step, seg_v, seg_q)
+            if est is not None:
+                seg = (*seg, est[a:b].copy())
+        segments.append(seg)
     return segments
