@@ -4,7 +4,8 @@ client and order logic (`client`, `scheduling`), and a development PredictionSer
     from serving import LemClient, Order
     plan = LemClient("localhost:8500").plan(Order(side="buy", target="volume", size=1e4), bars)
 
-`scheduling` is pure NumPy; `client`, `server` and `tensors` import TensorFlow's protos (loaded on first use).
+`scheduling` is pure NumPy; `client`, `tensors` and `protos` need only grpcio, protobuf and NumPy (the thin
+client: `protos` restates TF Serving's messages, no TensorFlow); `server` imports TensorFlow (loaded on first use).
 """
 _LAZY = {"LemClient": "serving.client", "ModelInfo": "serving.client", "Order": "serving.scheduling",
          "Schedule": "serving.scheduling", "DevServer": "serving.server"}

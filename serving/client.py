@@ -1,4 +1,9 @@
-"""The LEM serving client: TF Serving's PredictionService gRPC stub (`tensorflow-serving-api`) + order logic.
+"""The LEM serving client: TF Serving's PredictionService over gRPC + order logic, without TensorFlow.
+
+Needs only grpcio, protobuf and NumPy (the `client` extra; serving/README.md): the messages are the thin ones
+of `serving.protos` (this project's own wire-compatible restatement of TF Serving's), sent through grpc's
+generic `channel.unary_unary` on PredictionService's method paths, so `import serving.client` loads neither
+TensorFlow nor Keras nor TFX.
 
 Talks to `tensorflow_model_server` or to the development server (`lems serve`) alike: signature
 `serving_default` with inputs `volume`, `quote_volume` float32 [B, W+L+N], `timestamp` int64 [B, W+L+N],
@@ -33,13 +38,12 @@ from typing import Optional
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import tensor_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from lem_model import layout
+from serving import protos
 from serving.scheduling import (Order, Schedule, build_request_window, check_order_state, make_schedule,
                                 model_rates, scenario_indices, schedule_from_fractions)
-from serving.tensors import from_tensor_proto, grpc_options, to_tensor_proto
+from serving.tensors import encode_tensor, from_tensor_proto, grpc_options
 
 SIGNATURE = "serving_default"
 SCENARIO_SIGNATURE = "serve_scenario"
@@ -57,9 +61,9 @@ class ModelInfo:
 
 
 def model_info_from_metadata(response, signature: str = SIGNATURE) -> ModelInfo:
-    """ModelInfo from a GetModelMetadataResponse (signature shapes); ValueError when they are not fixed."""
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(sig_map)
+    """ModelInfo from a GetModelMetadataResponse (thin or TF Serving's; signature shapes); ValueError when they
+    are not fixed."""
+    sig_map = protos.unpack_signature_def_map(response)
     if signature not in sig_map.signature_def:
         raise ValueError(f"served model has no signature {signature!r} (has {sorted(sig_map.signature_def)})")
     sd = sig_map.signature_def[signature]
@@ -92,7 +96,7 @@ class LemClient:
         self.target, self.model_name, self.signature, self.timeout = target, model_name, signature, float(timeout)
         self.use_scenario_signature = bool(use_scenario_signature)
         self._channel = grpc.insecure_channel(target, options=grpc_options())   # message limits of the server
-        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._stub = PredictionServiceStub(self._channel)
         self._override = (window_bars, n_ahead)
         self._info: Optional[ModelInfo] = None
         self.trained_frequencies, self.session_frequencies = trained_frequencies, session_frequencies
@@ -110,13 +114,12 @@ class LemClient:
     def metadata(self, refresh: bool = False) -> ModelInfo:
         """Version, W+L+N and N of the served model (cached; `refresh` asks again)."""
         if self._info is None or refresh:
-            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            request = protos.GetModelMetadataRequest(metadata_field=["signature_def"])
             request.model_spec.name = self.model_name
             response = self._stub.GetModelMetadata(request, timeout=self.timeout)
             window, n_ahead = self._override
             if window is not None and n_ahead is not None:
-                sig_map = get_model_metadata_pb2.SignatureDefMap()
-                response.metadata["signature_def"].Unpack(sig_map)
+                sig_map = protos.unpack_signature_def_map(response)
                 self._info = ModelInfo(int(response.model_spec.version.value), int(window), int(n_ahead),
                                        SCENARIO_SIGNATURE in sig_map.signature_def)
             else:
@@ -124,15 +127,21 @@ class LemClient:
         return self._info
 
     def predict_raw(self, inputs: dict, *, signature: Optional[str] = None, version: Optional[int] = None):
-        """Predict with already-built named arrays -> (outputs {name: ndarray}, served version)."""
-        request = predict_pb2.PredictRequest()
+        """Predict with already-built named inputs -> (outputs {name: ndarray}, served version). Inputs: NumPy
+        arrays (or what np.asarray takes) or TensorProtos, thin (`serving.tensors.to_tensor_proto`) or
+        TensorFlow's (`tf.make_tensor_proto`, re-encoded by its bytes)."""
+        request = protos.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = signature or self.signature
         if version is not None:
             request.model_spec.version.value = int(version)
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto)
-                                          else to_tensor_proto(value))
+            if isinstance(value, protos.TensorProto):
+                request.inputs[name].CopyFrom(value)
+            elif getattr(getattr(value, "DESCRIPTOR", None), "full_name", None) == "tensorflow.TensorProto":
+                request.inputs[name].ParseFromString(value.SerializeToString())
+            else:
+                encode_tensor(value, request.inputs[name])
         response = self._stub.Predict(request, timeout=self.timeout)
         return ({k: from_tensor_proto(v) for k, v in response.outputs.items()},
                 int(response.model_spec.version.value))
@@ -187,6 +196,24 @@ class LemClient:
             return build(alloc[0], checked, window, executed=executed, n_ahead=info.n_ahead,
                          model_version=version)
         raise RuntimeError("the served model changed its window size twice during one plan() call")
+
+
+def _serialize(message) -> bytes:
+    return message.SerializeToString()
+
+
+class PredictionServiceStub:
+    """The two methods of TF Serving's `tensorflow.serving.PredictionService` the client calls, as generic gRPC
+    unary-unary callables (`stub.Predict(request, timeout=...)`, `stub.GetModelMetadata(...)`) taking the thin
+    `serving.protos` requests (or TF Serving's own: anything with SerializeToString) and answering thin
+    responses: what TF Serving's generated PredictionServiceStub does for these two, without TensorFlow."""
+
+    def __init__(self, channel):
+        self.Predict = channel.unary_unary(protos.PREDICT_METHOD, request_serializer=_serialize,
+                                           response_deserializer=protos.PredictResponse.FromString)
+        self.GetModelMetadata = channel.unary_unary(
+            protos.GET_MODEL_METADATA_METHOD, request_serializer=_serialize,
+            response_deserializer=protos.GetModelMetadataResponse.FromString)
 
 
 def _bar_inputs(volume, quote_volume, timestamp, frequency_minutes, min_rate, max_rate) -> dict:

@@ -43,8 +43,8 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from serving.tensors import (MAX_MESSAGE_BYTES, declared_shape, dtype_name, from_tensor_proto, grpc_options,
-                             itemsize, to_tensor_proto)
+from serving.tensors import (MAX_MESSAGE_BYTES, declared_shape, dtype_name, encode_tensor, from_tensor_proto,
+                             grpc_options, itemsize)
 
 log = logging.getLogger("lems.serving")
 
@@ -445,7 +445,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = model.version
         response.model_spec.signature_name = signature
         for name in wanted:
-            response.outputs[name].CopyFrom(to_tensor_proto(np.asarray(outputs[name])))
+            encode_tensor(np.asarray(outputs[name]), response.outputs[name])   # TF Serving's TensorProto, in place
         return response
 
     def _metadata(self, request):

@@ -1,29 +1,35 @@
 """NumPy <-> `TensorProto` for Predict requests and responses (the subset the LEM signatures use, fast).
 
-`to_tensor_proto` writes `tensor_content` (raw little-endian bytes) for numeric arrays and `string_val` for
-bytes, like `tf.make_tensor_proto`, without its per-call overhead; `from_tensor_proto` reads both the packed
-and the repeated-field encodings and raises `ValueError` on anything inconsistent (the server turns that into
-INVALID_ARGUMENT).
+`to_tensor_proto` / `encode_tensor` write `tensor_content` (raw little-endian bytes) for numeric arrays and
+`string_val` for bytes, like `tf.make_tensor_proto`, without its per-call overhead; `from_tensor_proto` reads
+both the packed and the repeated-field encodings and raises `ValueError` on anything inconsistent (the server
+turns that into INVALID_ARGUMENT).
+
+No TensorFlow: new messages are the thin `serving.protos.TensorProto`; `encode_tensor` fills any TensorProto
+in place (TensorFlow's too, e.g. a field of a TF Serving response) and the readers take either.
 """
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving import protos
+from serving.protos import (DT_BOOL, DT_DOUBLE, DT_FLOAT, DT_HALF, DT_INT8, DT_INT16, DT_INT32, DT_INT64,
+                            DT_STRING, DT_UINT8, DT_UINT16)
 
 _NUMPY_TO_DTYPE = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
-    np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64,
-    np.dtype(np.float16): types_pb2.DT_HALF, np.dtype(np.bool_): types_pb2.DT_BOOL,
-    np.dtype(np.uint8): types_pb2.DT_UINT8, np.dtype(np.int8): types_pb2.DT_INT8,
-    np.dtype(np.int16): types_pb2.DT_INT16, np.dtype(np.uint16): types_pb2.DT_UINT16,
+    np.dtype(np.float32): DT_FLOAT, np.dtype(np.float64): DT_DOUBLE,
+    np.dtype(np.int32): DT_INT32, np.dtype(np.int64): DT_INT64,
+    np.dtype(np.float16): DT_HALF, np.dtype(np.bool_): DT_BOOL,
+    np.dtype(np.uint8): DT_UINT8, np.dtype(np.int8): DT_INT8,
+    np.dtype(np.int16): DT_INT16, np.dtype(np.uint16): DT_UINT16,
 }
 _DTYPE_TO_NUMPY = {v: k for k, v in _NUMPY_TO_DTYPE.items()}
 # repeated field holding the values when tensor_content is empty
 _VAL_FIELD = {
-    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_HALF: "half_val",
+    DT_FLOAT: "float_val", DT_DOUBLE: "double_val", DT_INT32: "int_val",
+    DT_INT16: "int_val", DT_INT8: "int_val", DT_UINT8: "int_val",
+    DT_UINT16: "int_val", DT_INT64: "int64_val", DT_BOOL: "bool_val",
+    DT_HALF: "half_val",
 }
 
 
@@ -46,9 +52,9 @@ def itemsize(dtype_enum: int) -> int:
     return 0 if np_dtype is None else np_dtype.itemsize
 
 
-def declared_shape(proto: tensor_pb2.TensorProto) -> tuple:
-    """The shape a TensorProto declares, read without decoding anything; ValueError on unknown rank or a
-    negative dimension."""
+def declared_shape(proto) -> tuple:
+    """The shape a TensorProto (thin or TensorFlow's) declares, read without decoding anything; ValueError on
+    unknown rank or a negative dimension."""
     if proto.tensor_shape.unknown_rank:
         raise ValueError("tensor has unknown rank")
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
@@ -60,32 +66,41 @@ def declared_shape(proto: tensor_pb2.TensorProto) -> tuple:
 def dtype_name(dtype_enum: int) -> str:
     """'DT_FLOAT' etc. for messages."""
     try:
-        return types_pb2.DataType.Name(dtype_enum)
+        return protos.DataType.Name(dtype_enum)
     except ValueError:
         return f"DataType({dtype_enum})"
 
 
-def to_tensor_proto(value, dtype=None) -> tensor_pb2.TensorProto:
-    """NumPy array (numeric, or bytes/str objects for DT_STRING) -> TensorProto."""
+def to_tensor_proto(value, dtype=None):
+    """NumPy array (numeric, or bytes/str objects for DT_STRING) -> a new thin `serving.protos.TensorProto`."""
+    return encode_tensor(value, protos.TensorProto(), dtype)
+
+
+def encode_tensor(value, out, dtype=None):
+    """Write NumPy array `value` into the TensorProto `out` (thin or TensorFlow's, e.g.
+    `response.outputs[name]`), replacing what it held; returns `out`."""
     arr = np.asarray(value, dtype=dtype)
-    proto = tensor_pb2.TensorProto(
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]))
-    if arr.dtype.kind in ("S", "O", "U"):
-        proto.dtype = types_pb2.DT_STRING
-        proto.string_val.extend(v.encode() if isinstance(v, str) else bytes(v) for v in arr.reshape(-1))
-        return proto
-    if arr.dtype not in _NUMPY_TO_DTYPE:
+    if arr.dtype.kind not in ("S", "O", "U") and arr.dtype not in _NUMPY_TO_DTYPE:
         raise ValueError(f"unsupported dtype {arr.dtype}")
-    proto.dtype = _NUMPY_TO_DTYPE[arr.dtype]
-    proto.tensor_content = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-    return proto
+    out.Clear()
+    out.tensor_shape.SetInParent()           # present even for a scalar (no dims), as tf.make_tensor_proto does
+    dims = out.tensor_shape.dim
+    for d in arr.shape:
+        dims.add().size = int(d)
+    if arr.dtype.kind in ("S", "O", "U"):
+        out.dtype = DT_STRING
+        out.string_val.extend(v.encode() if isinstance(v, str) else bytes(v) for v in arr.reshape(-1))
+        return out
+    out.dtype = _NUMPY_TO_DTYPE[arr.dtype]
+    out.tensor_content = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return out
 
 
-def from_tensor_proto(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> np.ndarray:
-    """TensorProto -> NumPy array; ValueError when shape and values disagree, the dtype is unsupported or
-    (with `max_bytes`) the declared shape needs more than `max_bytes` once decoded -- checked before anything
-    is allocated (the one-value "fill" encoding would otherwise expand a tiny message to any size)."""
+def from_tensor_proto(proto, max_bytes: int | None = None) -> np.ndarray:
+    """TensorProto (thin or TensorFlow's) -> NumPy array; ValueError when shape and values disagree, the dtype is
+    unsupported or (with `max_bytes`) the declared shape needs more than `max_bytes` once decoded -- checked
+    before anything is allocated (the one-value "fill" encoding would otherwise expand a tiny message to any
+    size)."""
     shape = declared_shape(proto)
     count = 1
     for d in shape:        # Python ints: no overflow for shapes like [2**40, 140]
@@ -93,7 +108,7 @@ def from_tensor_proto(proto: tensor_pb2.TensorProto, max_bytes: int | None = Non
     if max_bytes is not None and count * max(itemsize(proto.dtype), 1) > max_bytes:
         raise ValueError(f"declared shape {list(shape)} of {dtype_name(proto.dtype)} needs "
                          f"{count * max(itemsize(proto.dtype), 1):,} bytes, above the limit of {max_bytes:,}")
-    if proto.dtype == types_pb2.DT_STRING:
+    if proto.dtype == DT_STRING:
         vals = list(proto.string_val)
         if len(vals) == count:
             return np.array(vals, dtype=object).reshape(shape)
@@ -109,7 +124,7 @@ def from_tensor_proto(proto: tensor_pb2.TensorProto, max_bytes: int | None = Non
                              f"{dtype_name(proto.dtype)} needs {count * np_dtype.itemsize}")
         return np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<")).astype(np_dtype).reshape(shape)
     vals = getattr(proto, _VAL_FIELD[proto.dtype])
-    if proto.dtype == types_pb2.DT_HALF:
+    if proto.dtype == DT_HALF:
         flat = np.asarray(list(vals), np.uint16).view(np.float16)
     else:
         flat = np.asarray(list(vals), dtype=np_dtype)
