@@ -9,8 +9,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.11",  # TFX 1.16 wheels and our pinned set; see constraints.txt
-    packages=find_packages(include=["lem_model*", "components*", "pipeline*", "kubeflow*", "serving*", "backfill*", "lems_cli*"]),
-    package_data={"": ["*.pbtxt", "*.json", "*.yaml", "*.config"]},
+    packages=find_packages(include=["lem_model*", "components*", "pipeline*", "kubeflow*", "serving*", "backfill*", "walkforward*", "lems_cli*"]),
+    package_data={"": ["*.pbtxt", "*.json", "*.yaml", "*.config", "*.proto"]},   # *.proto: serving/protos
     include_package_data=True,
     install_requires=[
         # TFX 1.16 brings tensorflow 2.16, Keras 3, TFT 1.16, TFMA 0.47, Beam 2.5x+, ML Metadata 1.16.
@@ -33,6 +33,11 @@ setup(
         # range admits TensorFlow 2.16's ml-dtypes~=0.3.1 (0.4.35+ need ml_dtypes>=0.4); pinned in constraints.
         "test": ["pytest>=7", "hypothesis>=6", "jax[cpu]>=0.4.30,<0.4.35"],
         "jax": ["jax[cpu]>=0.4.30,<0.4.35"],
+        # The thin serving client (serving.client, serving.scheduling, serving.protos) needs only these; to
+        # install it without TensorFlow/TFX: `pip install --no-deps .` then these, pinned by constraints.txt
+        # (`pip install -c constraints.txt grpcio protobuf numpy`; serving/README.md). Ranges: plans checked
+        # identical at grpcio 1.48.2 / protobuf 3.20.3 / numpy 1.22.4, the pinned set, and 1.85.1 / 6.33.6 / 2.2.6.
+        "client": ["grpcio>=1.48", "protobuf>=3.20.3,<7", "numpy>=1.22,<3"],
     },
     entry_points={"console_scripts": ["lems=lems_cli.main:main"]},
     classifiers=[
