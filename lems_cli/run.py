@@ -29,8 +29,8 @@ def print_summary(config, summary) -> None:
             with open(tables, encoding="utf-8") as f:
                 print(f.read().rstrip())
     print()
-    verdict = {True: "BLESSED (every gated slice passed every threshold)",
-               False: "NOT BLESSED (see the report's blessing checks)",
+    verdict = {True: "BLESSED (no gated slice significantly worse than TWAP (volume); overall significantly better)",
+               False: "NOT BLESSED (the failed checks below and in the report)",
                None: "unknown (no Evaluator output)"}[summary.blessed]
     print(f"Blessing:        {verdict}")
     evaluator = summary.nodes.get("Evaluator")

@@ -41,6 +41,9 @@ def test_init_writes_a_documented_config_that_loads_and_validates(tmp_path, caps
     assert "# Hyperparameters of `lem_model.model.build_lem`" in text and "\nmodel:\n" in text
     assert [ln for ln in text.splitlines() if ln.strip().startswith("recurrent:")][0].endswith(
         "# one of: tkan, lstm, gru")
+    # the blessing gate's settings, documented (components.evaluator.config)
+    assert "interval_level: 0.95" in text and "max_std_ratio_margin: 0.1" in text and "max_match_std_ratio" not in text
+    assert "# interval_level: level of the block-bootstrap intervals" in text
     with pytest.raises(SystemExit, match="exists; pass --force"):
         main(["init", "--config", path])
     assert main(["init", "--config", path, "--force", "--verbose"]) == 0  # --verbose anywhere on the line
@@ -179,3 +182,21 @@ def test_config_with_scientific_numbers_reads_without_tensorflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
     assert yaml.safe_load(path.read_text())["training"]["learning_rate"] == "1e-5"  # the case being fixed
+
+
+def test_run_prints_the_gate_lines_and_the_verdict(monkeypatch, capsys):
+    """`lems run`'s summary: the verdict, then the gate's lines (one per gated slice and head) as the Evaluator
+    output gives them (`components.evaluator.eval_config.gate_summary_lines`)."""
+    from components.evaluator import eval_config
+    from lems_cli.run import print_summary
+    from pipeline.local_runner import NodeRun, RunSummary
+    lines = ["9 of 9 slices gated. ...", "  overall (2400 orders)   match   std ratio vs TWAP   buy 0.912 [0.851, 0.973] "
+             "pass   sell 0.905 [0.840, 0.970] pass"]
+    monkeypatch.setattr(eval_config, "gate_summary_lines", lambda uri: lines if uri == "EVAL" else [])
+    monkeypatch.setattr(eval_config, "validation_lines", lambda uri: ["validation_ok = False", "FAILED [x] y"])
+    nodes = {"Evaluator": NodeRun("Evaluator", "COMPLETE", {"evaluation": ["EVAL"]}, 1, 2.0)}
+    for blessed, verdict in ((True, "BLESSED (no gated slice significantly worse"), (False, "NOT BLESSED")):
+        print_summary(demo_config("/tmp/x"), RunSummary("r", nodes, 3.0, blessed=blessed))
+        out = capsys.readouterr().out
+        assert f"Blessing:        {verdict}" in out and all(line in out for line in lines)
+        assert ("FAILED [x] y" in out) == (not blessed)

@@ -8,13 +8,13 @@ from pipeline.configs import PipelineConfig, demo_config
 
 
 def test_yaml_and_json_round_trip(tmp_path):
-    config = demo_config(str(tmp_path / "demo")).replace(training={"epochs": 3}, evaluation={"max_match_std_ratio": 0.9})
+    config = demo_config(str(tmp_path / "demo")).replace(training={"epochs": 3}, evaluation={"interval_level": 0.9})
     for name in ("c.yaml", "c.json"):
         path = str(tmp_path / name)
         config.save(path)
         loaded = PipelineConfig.from_file(path)
         assert loaded == config
-        assert loaded.training.epochs == 3 and loaded.evaluation.max_match_std_ratio == 0.9
+        assert loaded.training.epochs == 3 and loaded.evaluation.interval_level == 0.9
         assert loaded.sizes.n_ahead == 12 and loaded.data.stride_by_frequency == {90: 1}
 
 
@@ -39,6 +39,24 @@ def test_unknown_or_malformed_keys_are_errors(tmp_path, values, message):
     with pytest.raises(ValueError) as err:
         PipelineConfig.from_file(str(path))
     assert message in str(err.value) and "bad.json" in str(err.value)
+
+
+@pytest.mark.parametrize("field, value", [("interval_level", 0.0), ("interval_level", 1.0), ("interval_level", 1.5),
+                                          ("max_std_ratio_margin", -0.1)])
+def test_validate_names_a_bad_gate_setting(field, value):
+    with pytest.raises(ValueError) as err:  # when the value is read (a file, --set, replace) or at validate()
+        PipelineConfig().replace(evaluation={field: value}).validate()
+    message = str(err.value)
+    assert f"evaluation.{field}" in message and "\n" not in message, message
+    assert PipelineConfig().replace(evaluation={"interval_level": 0.9, "max_std_ratio_margin": 0.0}).validate()
+
+
+def test_gate_defaults_are_defined_once():
+    from components.evaluator import gate
+    from components.evaluator.config import EvaluationConfig
+    assert (EvaluationConfig().interval_level, EvaluationConfig().max_std_ratio_margin) == (0.95, 0.10)
+    assert (gate.DEFAULT_LEVEL, gate.DEFAULT_MARGIN) == (0.95, 0.10)
+    assert not hasattr(EvaluationConfig(), "max_match_std_ratio")
 
 
 def test_validate_rejects_infeasible_constraints():
@@ -119,7 +137,8 @@ def test_create_pipeline_is_pure_and_wires_config(tmp_path):
     from pipeline.pipeline import create_pipeline
     root = tmp_path / "nothing-here"
     config = demo_config(str(root)).replace(beam_pipeline_args=["--direct_num_workers=2"],
-                                            evaluation={"max_match_std_ratio": 0.75})
+                                            evaluation={"interval_level": 0.75,
+                                                                        "max_std_ratio_margin": 0.25})
     pipeline = create_pipeline(config)
     assert not root.exists()  # defining the pipeline writes nothing
     ids = [c.id for c in pipeline.components]
@@ -132,7 +151,11 @@ def test_create_pipeline_is_pure_and_wires_config(tmp_path):
     assert trainer_cfg["sizes"] == {"n_ahead": 12, "lookback": 32, "norm_window": 96}
     assert trainer_cfg["training"]["batch_size"] == config.training.batch_size
     eval_cfg = by_id["Evaluator"].exec_properties["eval_config"]
-    assert "0.75" in eval_cfg and "LemSlippage" in eval_cfg
+    assert "LemSlippage" in eval_cfg and "gate/failures" in eval_cfg
+    parsed = json.loads(eval_cfg)
+    spec = (parsed.get("metrics_specs") or parsed["metricsSpecs"])[0]
+    metric = json.loads(spec["metrics"][0]["config"])
+    assert (metric["level"], metric["margin"]) == (0.75, 0.25)
     push = by_id["Pusher"].exec_properties["push_destination"]
     assert os.path.join(str(root), "serving", "lem") in push
 
@@ -179,3 +202,24 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     assert all(type(f) is int for f in config.data.frequencies)
     with pytest.raises(ValueError, match=r"config.training.shuffle_buffer: expected an integer, got '1.50005e4'"):
         PipelineConfig.from_dict({"training": {"shuffle_buffer": "1.50005e4"}})
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"frequencies": [15, 15]}, r"frequencies lists \[15\] more than once"),
+    ({"embargo_bars": -12}, "embargo_bars must be >= 0"),
+    ({"frequencies": [15], "stride_by_frequency": {9: 1}}, r"stride_by_frequency has key\(s\) \[9\]"),
+    ({"frequencies": [15, 90], "stride_by_frequency": {90: 0}}, "stride"),
+])
+def test_semantic_data_errors_name_the_field(data, message):
+    from pipeline.configs import PipelineConfig
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig.from_dict({"data": data}).validate()
+
+
+@pytest.mark.parametrize("model, message", [({"num_heads": 0}, "model.num_heads must be >= 1"),
+                                            ({"dropout": 1.5}, r"model.dropout must be in \[0, 1\)"),
+                                            ({"dropout": -0.1}, r"model.dropout must be in \[0, 1\)")])
+def test_semantic_model_errors_name_the_field(model, message):
+    from pipeline.configs import PipelineConfig
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig.from_dict({"model": model}).validate()

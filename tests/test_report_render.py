@@ -47,11 +47,20 @@ def test_render_report_writes_every_section(tmp_path):
     freq = np.where(np.arange(len(alloc)) % 2 == 0, 15, 90)
     asset = np.array(["BTCUSDT", "ETHUSDT"] * (len(alloc) // 2))
     blocks = np.arange(len(alloc)) // 10
+    from components.evaluator import gate
+    verdict = gate.evaluate_slice(result.lem_bps, result.baseline_bps, blocks, n_boot=100)
+    checks = [dict(c) for c in verdict["checks"]]
+    # colours follow the verdict, not the point estimate: a ratio below 1 marked FAIL, one above 1 marked pass
+    checks[0].update(value=0.9, lo=0.8, hi=1.0, verdict="FAIL")
+    checks[1].update(value=1.05, lo=0.95, hi=1.15, verdict="pass")
     gates = [{"slice": "overall", "orders": 120, "gated": True, "ratio": 0.8, "lo": 0.7, "hi": 0.9, "nonfinite": 0,
-              "result": "pass"},
+              "better": False, "level": 0.95, "margin": 0.1, "checks": checks, "champion_checks": [],
+              "result": "FAILED: match buy std_ratio 0.900 [0.800, 1.000] FAIL (x)"},
              {"slice": "asset=BTCUSDT", "orders": 60, "gated": False, "ratio": 1.2, "lo": 1.0, "hi": 1.4,
-              "nonfinite": 0, "result": "reported, not gated"}]
-    champion = [{"slice": "overall", "metric": "match_vwap_std_bps", "challenger": 9.5, "champion": 10.0}]
+              "nonfinite": 0, "better": False, "checks": verdict["checks"], "champion_checks": [],
+              "result": "reported, not gated"}]
+    champion = [{"slice": "overall", "side": "buy", "metric": "match_vwap_std_bps (buy)", "challenger": 9.5,
+                 "champion": 10.0, "ratio": 0.95, "lo": 0.9, "hi": 1.01, "verdict": "pass", "gated": True}]
     history = {"history": {"loss": [3.0, 2.0], "val_loss": [3.1, 2.4], "learning_rate": [1e-3, 5e-4]}}
     summary = render.render_report(str(tmp_path), alloc, result, freq, asset, title="T",
                                    header={"blessed": True, "test period": "2025-01-06 .. 2025-01-30"},
@@ -67,6 +76,9 @@ def test_render_report_writes_every_section(tmp_path):
                  "LEM (volume) BUY", "LEM (notional) vs TWAP", "p-value", "figures/training.png"):
         assert text in page, text
     assert "TWAP Volume vs TWAP" not in page  # model rows never read as the baseline
+    assert "<td class='vfail'>0.900 FAIL</td>" in page and "<td class='vpass'>1.050 pass</td>" in page
+    assert "<td class='vnot'>" in page and "NOT significantly better than TWAP (volume)" in page
+    assert "min period N (no flexibility)" in page and "<td class='vpass'>0.950</td>" in page  # champion ratio
     assert set(summary["tables"]) >= {"table1", "table2", "table5", "table1_freq15", "table1_freq90",
                                       "table1_asset_BTCUSDT", "table1_asset_ETHUSDT", "comparison"}
     assert summary["counts"] == {"BTCUSDT / 15 min": 60, "ETHUSDT / 90 min": 60}

@@ -106,6 +106,19 @@ class IngestionConfig:
         for f in self.frequencies:
             if int(f) < 1:
                 raise ValueError(f"frequencies must be positive minutes, got {f}")
+        repeated = sorted({int(f) for f in self.frequencies if list(map(int, self.frequencies)).count(int(f)) > 1})
+        if repeated:
+            raise ValueError(f"frequencies lists {repeated} more than once (every example would be cut twice); "
+                             f"got {list(self.frequencies)}")
+        if int(self.embargo_bars) < 0:
+            raise ValueError(f"embargo_bars must be >= 0 bars, got {self.embargo_bars}")
+        if int(self.stride) < 1 or any(int(v) < 1 for v in self.stride_by_frequency.values()):
+            raise ValueError(f"stride and stride_by_frequency values must be >= 1 bar, got {self.stride} and "
+                             f"{dict(self.stride_by_frequency)}")
+        stray = sorted(int(k) for k in self.stride_by_frequency if int(k) not in {int(f) for f in self.frequencies})
+        if stray:
+            raise ValueError(f"stride_by_frequency has key(s) {stray} that match no frequency of "
+                             f"{list(self.frequencies)}; remove them or add the frequency")
         if self.norm_window < 2 or self.lookback < 1 or self.n_ahead < 1:
             raise ValueError(f"need norm_window >= 2, lookback >= 1, n_ahead >= 1, got "
                              f"{self.norm_window}, {self.lookback}, {self.n_ahead}")

@@ -269,7 +269,9 @@ table{border-collapse:collapse;margin:8px 0 18px;font-size:13px}th,td{border:1px
 text-align:right}td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}th{background:#f3f3f3}
 td.n{color:#888}.ok{color:#1a7f37;font-weight:bold}.bad{color:#cf222e;font-weight:bold}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#666;font-size:12px}
-td.ci{color:#555;white-space:nowrap}tr.base td{background:#fafaf0}tr.fail td{color:#cf222e;font-weight:bold}"""
+td.ci{color:#555;white-space:nowrap}tr.base td{background:#fafaf0}tr.fail td{color:#cf222e;font-weight:bold}
+td.vpass{background:#e6f4ea;color:#1a7f37}td.vfail{background:#fde7e9;color:#cf222e;font-weight:bold}
+td.vnot{color:#888}"""
 
 
 def _simple_table(headers: Sequence[str], rows: Sequence[Sequence], classes: Sequence[str] = ()) -> str:
@@ -277,6 +279,68 @@ def _simple_table(headers: Sequence[str], rows: Sequence[Sequence], classes: Seq
     body = "".join("<tr" + (f" class='{classes[i]}'" if i < len(classes) and classes[i] else "") + ">"
                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for i, r in enumerate(rows))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cells_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A table whose cells are text or (text, css class)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+
+    def cell(c):
+        text, cls = c if isinstance(c, tuple) else (c, "")
+        return f"<td class='{cls}'>{html.escape(str(text))}</td>" if cls else f"<td>{html.escape(str(text))}</td>"
+    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_HEAD_TEXT = {"match": "match VWAP", "min_n": "min period N (no flexibility)", "min_1": "min period 1",
+              "all": "all series", "champion": "match VWAP vs champion"}
+_FIGURE_TEXT = {"std_ratio": "std LEM / std TWAP (volume)", "mean_diff_bps": "mean LEM - mean TWAP (volume), bps",
+                "nonfinite_count": "non-finite values", "std_ratio_vs_champion": "std challenger / std champion"}
+
+
+def _verdict_class(check: Mapping, gated: bool) -> str:
+    """CSS class of a figure's cells: by the gate's verdict (not by the point estimate); grey when not gated."""
+    if not gated:
+        return "vnot"
+    return "vfail" if check.get("verdict") == "FAIL" else "vpass"
+
+
+def gate_table_rows(gates: Sequence[Mapping]) -> list:
+    """Rows of the report's gate table: per slice and head, each side's figure and interval, coloured by the
+    verdict of the gate (components.evaluator.gate) for gated slices."""
+    rows = []
+    for g in gates:
+        gated = bool(g["gated"])
+        checks = list(g.get("checks", [])) + [dict(c, head="champion") for c in g.get("champion_checks", [])]
+        by_head = {}
+        for c in checks:
+            if c["head"] == "all" and c.get("verdict") != "FAIL":
+                continue  # the non-finite check is shown in its own column unless it fails
+            by_head.setdefault(c["head"], []).append(c)
+        first = True
+        lead = lambda: ((g["slice"], g["orders"], "yes" if gated else "no (too few orders)")  # noqa: E731
+                        if first else ("", "", ""))
+        if not by_head:
+            rows.append(lead() + ("", "", "", "", "", "", g.get("nonfinite", ""), g["result"]))
+            continue
+        for head, cs in by_head.items():
+            sides = {c["side"]: c for c in cs}
+            cells = []
+            digits = 2 if cs[0]["figure"] == "mean_diff_bps" else 3
+            for side in ("buy", "sell"):
+                c = sides.get(side) or sides.get("both")
+                if c is None:
+                    cells += ["", ""]
+                    continue
+                cls = _verdict_class(c, gated)
+                tag = c["verdict"] if gated else f"{c['verdict']}, not gated"
+                cells += [(f"{_fmt(c['value'], digits)} {tag}", cls),
+                          (f"[{_fmt(c['lo'], digits)}, {_fmt(c['hi'], digits)}]", cls + " ci")]
+            rows.append(lead() + (_HEAD_TEXT.get(head, head), _FIGURE_TEXT.get(cs[0]["figure"], cs[0]["figure"]))
+                        + tuple(cells) + ((g.get("nonfinite", ""), (g["result"], "vfail" if g["result"].startswith(
+                            "FAILED") else "")) if first else ("", "")))
+            first = False
+    return rows
 
 
 def render_report(out_dir: str, allocations, result: osl.OrderSlippage, frequency_minutes, asset, *,
@@ -367,16 +431,34 @@ def render_report(out_dir: str, allocations, result: osl.OrderSlippage, frequenc
     blessed = header.get("blessed")
     status = ("<p class='ok'>BLESSED: pushed to serving</p>" if blessed
               else "<p class='bad'>NOT BLESSED: not pushed</p>" if blessed is not None else "")
-    gate_html = (_simple_table(("Slice", "Orders", "Gated", "Match-VWAP std / TWAP (volume) std", "95% CI",
-                                "Non-finite", "Result"),
-                               [(g["slice"], g["orders"], "yes" if g["gated"] else "no (too few orders)",
-                                 _fmt(g["ratio"], 3), f"[{_fmt(g['lo'], 3)}, {_fmt(g['hi'], 3)}]", g["nonfinite"],
-                                 g["result"]) for g in gates],
-                               ["" if g["result"].startswith(("pass", "reported")) else "fail" for g in gates])
+    overall = next((g for g in gates if g["slice"] == "overall"), None)
+    level = overall.get("level", float("nan")) if overall else float("nan")
+    level_text = f"{100 * level:.0f}%" if np.isfinite(level) else "95%"
+    margin = overall.get("margin", float("nan")) if overall else float("nan")
+    better_html = ""
+    if overall is not None and "better" in overall:
+        his = ", ".join(f"{c['side']} {_fmt(c['hi'], 3)}" for c in overall.get("checks", []) if c["head"] == "match")
+        better_html = (f"<p class='{'ok' if overall['better'] else 'bad'}'>Overall: "
+                       + ("significantly better" if overall["better"] else "NOT significantly better")
+                       + f" than TWAP (volume): match-VWAP std ratio interval below 1 on both sides required "
+                         f"(upper bounds {html.escape(his)})</p>")
+    gate_html = (better_html + "<p class='note'>LEM vs TWAP (volume) vs VWAP on the same orders, "
+                 f"{level_text} block-bootstrap intervals. A gated slice FAILS when a figure is significantly worse "
+                 "than TWAP (std ratio interval entirely above 1; min-period-1 mean interval entirely on the wrong "
+                 "side of 0: above for buys, below for sells) or a std ratio is above 1 + "
+                 f"{_fmt(margin, 2) if np.isfinite(margin) else 'margin'}. Cells are coloured by that verdict, "
+                 "not by the point estimate.</p>"
+                 + _cells_table(("Slice", "Orders", "Gated", "Head", "Figure", "Buy", f"Buy {level_text} CI", "Sell",
+                                 f"Sell {level_text} CI", "Non-finite", "Result"), gate_table_rows(gates))
                  if gates else "<p class='note'>No Evaluator output: no gate results.</p>")
-    champion_html = (_simple_table(("Slice", "Metric", "Challenger", "Champion", "Change"),
-                                   [(c["slice"], c["metric"], _fmt(c["challenger"], 3), _fmt(c["champion"], 3),
-                                     _fmt(c["challenger"] - c["champion"], 3)) for c in champion])
+    champion_html = (_cells_table(("Slice", "Side", "Challenger std (bps)", "Champion std (bps)",
+                                   "Std ratio challenger / champion", f"{level_text} CI", "Verdict"),
+                                  [(c["slice"], c.get("side", ""), _fmt(c["challenger"], 3), _fmt(c["champion"], 3),
+                                    (_fmt(c.get("ratio"), 3), _verdict_class(c, c.get("gated", True))),
+                                    (f"[{_fmt(c.get('lo'), 3)}, {_fmt(c.get('hi'), 3)}]",
+                                     _verdict_class(c, c.get("gated", True)) + " ci"),
+                                    (c.get("verdict", ""), _verdict_class(c, c.get("gated", True))))
+                                   for c in champion])
                      if champion else "<p class='note'>No champion (no blessed model before this run).</p>")
     fig_html = "".join(f"<h3>{html.escape(cap)}</h3><img src='figures/{fn}' alt='{html.escape(cap)}'>"
                        for cap, fn in figures if fn != "training.png")

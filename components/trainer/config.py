@@ -24,7 +24,9 @@ class TrainingConfig:
     dominate a multi-frequency model; lem_model.presets.FREQUENCY_WEIGHTINGS). pnl_sharpness: risk aversion k
     of the flexible heads' PnL term softplus(k * (D_buy - D_sell)) / k (lem_model.loss; 1 = the paper).
     fixed_horizon_risk: train the minimum-period-N head (no time flexibility) with the match head's risk term
-    as well as its PnL term (lem_model.loss; false = the paper). risk_term: the form of that risk term,
+    as well as its PnL term (lem_model.loss; false = the paper). On by default: the blessing gate checks that
+    head's slippage std against TWAP's on every gated slice (components.evaluator.gate), and without the risk
+    term its std can be several times TWAP's (the demo's sell side: 2.8x). risk_term: the form of that risk term,
     "softplus_abs" (the paper's softplus(|D|), a mean-absolute penalty) or "squared" (D^2, whose mean is the
     variance the match-VWAP std measures; lem_model.loss.RISK_TERMS).
     """
@@ -47,5 +49,5 @@ class TrainingConfig:
     verbose: int = 2
     frequency_weighting: str = "none"
     pnl_sharpness: float = PAPER_PNL_SHARPNESS
-    fixed_horizon_risk: bool = False
+    fixed_horizon_risk: bool = True
     risk_term: str = RISK_TERMS[0]
