@@ -21,7 +21,8 @@ PAGE = os.path.join(BENCH_DIR, "RESULTS.md")
 BEGIN = "<!-- results_page.py: generated from benchmarks/results/*.json; do not edit by hand -->"
 END = "<!-- end of the generated table -->"
 #: Files in this order first, any others after them by name.
-ORDER = ("train_throughput", "serving_latency", "serving_hotswap", "demo", "reproduce-crypto", "reproduce-crypto-gpu-fhr",
+ORDER = ("train_throughput", "serving_latency", "serving_hotswap", "demo", "backtest-crypto", "backtest-dow",
+         "reproduce-crypto", "reproduce-crypto-gpu-fhr",
          "reproduce-crypto-gpu-fhr-seed42", "reproduce-crypto-gpu", "reproduce-crypto-gpu-seed42", "reproduce-dow",
          "reference-compare")
 HEADER = ("| target | value | goal | met | date, commit | machine | command |\n"
@@ -66,11 +67,55 @@ def load_results(directory: str = RESULTS_DIR) -> list:
     return out
 
 
+#: Issue 34's targets for the backtests' match-VWAP std / TWAP (volume) std, per slice: (at most, interval's
+#: upper bound below 1 required).
+BACKTEST_GOALS = {"crypto": {"15 min": (0.78, True), "90 min": (0.72, False), "240 min": (0.72, False)},
+                  "dow": {"1440 min": (0.83, False)}}
+
+
+def backtest_targets(content: dict) -> list:
+    """Rows of a walk-forward backtest JSON (`lems backtest`, walkforward/runner.py): the match-VWAP std ratio
+    per frequency, pooled over the folds, on test and on final; how many (fold, frequency) ratios are below 1;
+    the gate's verdict per period."""
+    name = content.get("name", "?")
+    goals = BACKTEST_GOALS.get(name, {})
+    out = []
+    periods = [("pooled", content.get("pooled"))] + [(k, content.get(k)) for k in ("test", "final")]
+    for label, period in periods:
+        if not period:
+            continue
+        where = f"{len(content.get('folds', []))} folds pooled" if label == "pooled" else label
+        for key, fig in period.get("slices", {}).items():
+            r = fig.get("match_vwap_std_ratio") or {}
+            if key == "overall" or r.get("value") is None:
+                continue
+            most, need_hi = goals.get(key, (1.0, False))
+            met = r["value"] <= most and (not need_hi or (r.get("hi") is not None and r["hi"] < 1))
+            out.append({"target": f"backtest {name} ({where}) {key}: match-VWAP std / TWAP (volume) std",
+                        "value": [r["value"], r.get("lo"), r.get("hi")],
+                        "goal": f"<= {most}" + (", interval below 1" if need_hi else ""), "met": met})
+        gate = period.get("gate", {})
+        out.append({"target": f"backtest {name} ({where}): blessing gate (intervals)",
+                    "value": "BLESSED" if gate.get("blessed") else "NOT BLESSED: " + ", ".join(
+                        (gate.get("failed_slices") or [])[:3] or ["overall not significantly below TWAP"]),
+                    "goal": "BLESSED", "met": bool(gate.get("blessed")), "page": label != "pooled"})
+    ratios = [(f["name"], k, (v.get("match_vwap_std_ratio") or {}).get("value"))
+              for f in content.get("folds", []) for k, v in f.get("slices", {}).items() if k != "overall"]
+    ratios = [x for x in ratios if x[2] is not None]
+    if ratios:
+        below = sum(r < 1 for _, _, r in ratios)
+        worst = max(ratios, key=lambda x: x[2])
+        out.append({"target": f"backtest {name}: folds x frequencies with the match-VWAP std ratio below 1",
+                    "value": f"{below} of {len(ratios)} (highest {worst[0]} {worst[1]}: {worst[2]:.3f})",
+                    "goal": "all", "met": below == len(ratios)})
+    return out
+
+
 def render_table(results: list) -> str:
     """The markdown table of `load_results`' output: one row per page target, one count row per file."""
     rows = [HEADER]
     for name, content in results:
-        targets = content.get("targets")
+        targets = content.get("targets") or (backtest_targets(content) if "folds" in content else None)
         if not targets:
             continue
         when = f"{str(content.get('date', '?'))[:10]}, {content.get('commit', '?')}"

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "predict": ("lems_cli.predict", "remaining schedule of one order from a TF Serving PredictionService"),
     "serve": ("lems_cli.serve", "development gRPC PredictionService over the pushed SavedModel (not production)"),
     "quickstart": ("lems_cli.quickstart", "train a small LEM on generated bars and print its slippage against TWAP"),
+    "backtest": ("lems_cli.backtest", "walk-forward backtest: one pipeline run per fold, then figures with "
+                                      "intervals per fold, pooled, test and final (JSON, Markdown, plot)"),
     "run": ("lems_cli.run", "run the TFX pipeline locally from a configuration file (YAML/JSON)"),
     "demo": ("lems_cli.demo", "run the whole TFX pipeline on the embedded default data and report what happened"),
 }

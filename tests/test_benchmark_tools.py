@@ -181,3 +181,25 @@ def test_benchmarks_take_config_overrides_as_lems_run_does(tmp_path):
             main(args + ["--set", "model.input_clp=5"])
         assert "input_clp" in str(err.value) and "config.model" in str(err.value)
     assert not os.path.exists(out) and not (tmp_path / "root").exists()
+
+
+def test_results_page_rows_of_a_backtest_json():
+    import results_page
+    fig = lambda v, lo, hi: {"match_vwap_std_ratio": {"value": v, "lo": lo, "hi": hi}}  # noqa: E731
+    content = {"name": "crypto", "date": "2026-12-07", "commit": "abc", "machine": {"cpu": "X", "cores": 2},
+               "command": "lems backtest --config c.yaml",
+               "folds": [{"name": "fold-1", "slices": {"15 min": fig(0.9, 0.8, 1.0), "overall": fig(0.9, 0.8, 1.0)}},
+                         {"name": "fold-2", "slices": {"15 min": fig(1.05, 0.9, 1.2), "overall": fig(1, 0.9, 1.1)}}],
+               "pooled": {"slices": {"15 min": fig(0.77, 0.70, 0.95), "90 min": fig(0.75, 0.6, 0.9)},
+                          "gate": {"blessed": True}},
+               "test": {"slices": {"15 min": fig(0.77, 0.70, 1.02)}, "gate": {"blessed": False,
+                                                                             "failed_slices": ["BTCUSDT / 15 min"]}}}
+    rows = {t["target"]: t for t in results_page.backtest_targets(content)}
+    assert rows["backtest crypto (2 folds pooled) 15 min: match-VWAP std / TWAP (volume) std"]["met"] is True
+    assert rows["backtest crypto (2 folds pooled) 90 min: match-VWAP std / TWAP (volume) std"]["met"] is False  # > 0.72
+    assert rows["backtest crypto (test) 15 min: match-VWAP std / TWAP (volume) std"]["met"] is False  # hi >= 1
+    assert rows["backtest crypto (test): blessing gate (intervals)"]["value"] == "NOT BLESSED: BTCUSDT / 15 min"
+    folds = rows["backtest crypto: folds x frequencies with the match-VWAP std ratio below 1"]
+    assert folds["value"].startswith("1 of 2 (highest fold-2 15 min: 1.050") and folds["met"] is False
+    table = results_page.render_table([("backtest-crypto", content)])
+    assert "| backtest crypto (test) 15 min: match-VWAP std / TWAP (volume) std | 0.770 [0.700, 1.020] |" in table
