@@ -52,7 +52,7 @@ def _write_json(path: str, value) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, default=str, allow_nan=False)
+        json.dump(value, f, indent=1, default=str, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 

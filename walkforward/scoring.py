@@ -12,7 +12,8 @@ Figures of a slice (`slice_figures`), all against TWAP (volume) vs VWAP on the s
   - `min1_mean_bps`: the minimum-period-1 head's mean per side {value, lo, hi}, and `min1_mean_twap_std_units`:
     that mean divided by TWAP (volume)'s std (the paper's numbers are quoted in the same units);
   - `baselines`: mean and std (bps) of TWAP (volume), TWAP (notional) and the VWAP curve (volume);
-  - `table`: the paper's table figures, mean and std per side and minimum period (VWAP path, volume target);
+  - `table`: the paper's table figures, mean and std per side and minimum period (VWAP path, volume target; not
+    in the per-asset slices);
   - `gate`: the blessing gate's verdict on the slice (`components.evaluator.gate`, the same function the
     Evaluator uses).
 """
@@ -100,8 +101,10 @@ def frequency_key(minutes: int) -> str:
     return f"{int(minutes)} min"
 
 
-def slice_figures(orders: Orders, *, level: float, margin: float, n_boot: int = bootstrap.N_BOOT) -> dict:
-    """The figures of one slice of orders (module docstring); JSON-serialisable (NaN -> None)."""
+def slice_figures(orders: Orders, *, level: float, margin: float, n_boot: int = bootstrap.N_BOOT,
+                  table: bool = True) -> dict:
+    """The figures of one slice of orders (module docstring); JSON-serialisable (NaN -> None). table: include the
+    paper's table figures (per side and minimum period)."""
     b, n = len(orders), orders.n_ahead
     out = {"orders": b, "days": int(len(np.unique(bootstrap.day_blocks(orders.start)))) if b else 0}
     if b < 2:
@@ -111,7 +114,7 @@ def slice_figures(orders: Orders, *, level: float, margin: float, n_boot: int = 
     t = layout.target_index("volume")
     twap = np.asarray(orders.baselines[TWAP], np.float64)
     twap_std = float(np.nanstd(twap, ddof=1))
-    by_side, min_n, min1, units, table = {}, {}, {}, {}, {}
+    by_side, min_n, min1, units, tables = {}, {}, {}, {}, {}
     for side in layout.SIDES:
         path = layout.path_index(side, "vwap")
         head = lambda m: np.asarray(orders.lem[:, m, path, t], np.float64)  # noqa: E731
@@ -122,7 +125,7 @@ def slice_figures(orders: Orders, *, level: float, margin: float, n_boot: int = 
         s = bootstrap.sample_statistics(head(0), blocks, **boot)
         min1[side] = _interval(s["mean"], s["mean_lo"], s["mean_hi"])
         units[side] = _num(s["mean"] / twap_std) if twap_std > 0 else None
-        table[side] = [{"min_period": "match" if m == n else layout.min_period_of_index(m, n),
+        tables[side] = [{"min_period": "match" if m == n else layout.min_period_of_index(m, n),
                         "mean": _num(np.nanmean(head(m))), "std": _num(np.nanstd(head(m), ddof=1))}
                        for m in range(n + 1)]
     worst = max(layout.SIDES, key=lambda sd: -np.inf if by_side[sd]["value"] is None else by_side[sd]["value"])
@@ -135,8 +138,9 @@ def slice_figures(orders: Orders, *, level: float, margin: float, n_boot: int = 
         "baselines": {name: {"mean_bps": _num(np.nanmean(orders.baselines[key])),
                              "std_bps": _num(np.nanstd(orders.baselines[key], ddof=1))}
                       for name, key in REPORTED_BASELINES.items() if key in orders.baselines},
-        "table": table,
     })
+    if table:
+        out["table"] = tables
     from components.evaluator import gate
     out["gate"] = gate.evaluate_slice(orders.lem, orders.baselines, blocks, level=level, margin=margin,
                                       n_boot=n_boot)
@@ -145,13 +149,14 @@ def slice_figures(orders: Orders, *, level: float, margin: float, n_boot: int = 
 
 def period_slices(orders: Orders, *, level: float, margin: float, n_boot: int = bootstrap.N_BOOT) -> dict:
     """{"slices": {"15 min": .., "90 min": .., "overall": ..}, "asset_slices": {asset: {"15 min": .., "overall": ..}}}."""
-    def by_frequency(o: Orders) -> dict:
-        out = {frequency_key(f): slice_figures(o.subset(o.frequency == f), level=level, margin=margin, n_boot=n_boot)
-               for f in sorted(set(o.frequency.tolist()))}
-        out["overall"] = slice_figures(o, level=level, margin=margin, n_boot=n_boot)
+    def by_frequency(o: Orders, table: bool) -> dict:
+        kw = dict(level=level, margin=margin, n_boot=n_boot, table=table)
+        out = {frequency_key(f): slice_figures(o.subset(o.frequency == f), **kw) for f in sorted(set(o.frequency.tolist()))}
+        out["overall"] = slice_figures(o, **kw)
         return out
-    return {"slices": by_frequency(orders),
-            "asset_slices": {a: by_frequency(orders.subset(orders.asset == a)) for a in sorted(set(orders.asset.tolist()))}}
+    return {"slices": by_frequency(orders, True),
+            "asset_slices": {a: by_frequency(orders.subset(orders.asset == a), False)
+                             for a in sorted(set(orders.asset.tolist()))}}
 
 
 def gate_verdict(slices: dict, asset_slices: dict, *, min_slice_orders: int) -> dict:
