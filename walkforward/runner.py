@@ -205,6 +205,7 @@ def run(pipeline, backtest, kinds: Sequence[str] = ("folds",), *, config_file: s
                          "folds": len(out["folds"]), "orders": len(pooled),
                          "assets": sorted(set(pooled.asset.tolist())), **_figures(pooled, pipeline)}
     out["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
+    out = _finite(out)  # what is written is what is returned (NaN -> None)
     if write:
         from walkforward import report
         _write_json(paths["json"], out)
