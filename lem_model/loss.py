@@ -27,6 +27,11 @@ and a near-linear objective then pushes the head to a corner of the simplex (mea
 real bars with the paper's objective: its std is 1.15-2.0x TWAP's; benchmarks/RESULTS.md).
 `fixed_horizon_risk=True` adds the match head's risk term softplus(|D|) for that head as well (its 2 x 4
 terms join the risk sum and the denominator); False (default) is the paper's objective.
+`fixed_horizon_pnl=False` (with `fixed_horizon_risk=True`) also drops that head's PnL term, so the head is
+trained as a tracker of its benchmark, as the match head is. The reason: with the window fixed, the head's
+PnL against the window's TWAP or VWAP is sum_t c_t p_t with sum_t c_t = 0, i.e. -sum_t C_t (p_{t+1} - p_t) with
+C_t = sum_{s <= t} c_s known before bar t+1; under a martingale price its expectation is zero for every
+causal allocation, so the term adds variance and no expected gain. True (default) keeps the paper's term.
 
 The form of the risk term (`risk_term`): "softplus_abs" (default, the paper's eq. 46) is softplus(|D|), which for
 D in percent is close to ln 2 + |D| / 2 near 0 and to |D| far from it: a mean-absolute penalty, so a 13 % miss
@@ -112,16 +117,17 @@ def head_slippage(labels, allocations, mask_sharpness: float | None = None, tol:
 
 def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHARPNESS,
                   pnl_sharpness: float = DEFAULT_PNL_SHARPNESS, fixed_horizon_risk: bool = False,
-                  risk_term: str = RISK_TERMS[0]):
+                  risk_term: str = RISK_TERMS[0], fixed_horizon_pnl: bool = True):
     """Per-sample loss [B] (see the module docstring for the objective, its sign, `pnl_sharpness`,
-    `fixed_horizon_risk` and `risk_term`)."""
+    `fixed_horizon_risk`, `fixed_horizon_pnl` and `risk_term`)."""
     if not pnl_sharpness > 0:
         raise ValueError(f"pnl_sharpness must be > 0, got {pnl_sharpness!r}")
     if risk_term not in RISK_TERMS:
         raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
+    _check_fixed_horizon(fixed_horizon_risk, fixed_horizon_pnl)
     d = 100.0 * head_slippage(labels, allocations, mask_sharpness)      # [B, N+1, 4, 2], percent
     n = d.shape[1] - 1
-    flex = d[:, :n]
+    flex = d[:, :n] if fixed_horizon_pnl else d[:, :n - 1]
     buy = ops.stack([flex[:, :, layout.path_index("buy", b)] for b in layout.BENCHMARKS], axis=2)
     sell = ops.stack([flex[:, :, layout.path_index("sell", b)] for b in layout.BENCHMARKS], axis=2)
     k = float(pnl_sharpness)
@@ -129,7 +135,13 @@ def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHAR
     risk_heads = d[:, n - 1:] if fixed_horizon_risk else d[:, n:]
     risk_per_head = ops.square(risk_heads) if risk_term == "squared" else ops.softplus(ops.abs(risk_heads))
     risk = ops.sum(risk_per_head, axis=(1, 2, 3))
-    return (pnl + risk) / float(2 * n * 2 + 2 * layout.NUM_PATHS * risk_heads.shape[1])
+    return (pnl + risk) / float(2 * flex.shape[1] * 2 + 2 * layout.NUM_PATHS * risk_heads.shape[1])
+
+
+def _check_fixed_horizon(fixed_horizon_risk: bool, fixed_horizon_pnl: bool):
+    if not fixed_horizon_pnl and not fixed_horizon_risk:
+        raise ValueError("fixed_horizon_pnl=False needs fixed_horizon_risk=True: otherwise the minimum-period-N head "
+                         "has no term in the loss")
 
 
 @keras.saving.register_keras_serializable(package="lem_model", name="LEMLoss")
@@ -137,10 +149,13 @@ class LEMLoss(keras.losses.Loss):
     """Keras loss: y_true = labels [B, N, 2], y_pred = allocations [B, N, N+1, 4, 2]."""
 
     def __init__(self, mask_sharpness: float = DEFAULT_MASK_SHARPNESS, pnl_sharpness: float = DEFAULT_PNL_SHARPNESS,
-                 fixed_horizon_risk: bool = False, risk_term: str = RISK_TERMS[0], name: str = "lem_loss", **kwargs):
+                 fixed_horizon_risk: bool = False, risk_term: str = RISK_TERMS[0], fixed_horizon_pnl: bool = True,
+                 name: str = "lem_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if risk_term not in RISK_TERMS:
             raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
+        _check_fixed_horizon(fixed_horizon_risk, fixed_horizon_pnl)
+        self.fixed_horizon_pnl = bool(fixed_horizon_pnl)
         self.mask_sharpness = float(mask_sharpness)
         self.pnl_sharpness = float(pnl_sharpness)
         self.fixed_horizon_risk = bool(fixed_horizon_risk)
@@ -148,8 +163,9 @@ class LEMLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return lem_objective(y_true, y_pred, self.mask_sharpness, self.pnl_sharpness, self.fixed_horizon_risk,
-                             self.risk_term)
+                             self.risk_term, self.fixed_horizon_pnl)
 
     def get_config(self):
         return {**super().get_config(), "mask_sharpness": self.mask_sharpness, "pnl_sharpness": self.pnl_sharpness,
-                "fixed_horizon_risk": self.fixed_horizon_risk, "risk_term": self.risk_term}
+                "fixed_horizon_risk": self.fixed_horizon_risk, "risk_term": self.risk_term,
+                "fixed_horizon_pnl": self.fixed_horizon_pnl}

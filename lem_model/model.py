@@ -228,13 +228,14 @@ def build_lem(num_features: int | None = None, batch_size: int | None = None, **
 
 def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask_sharpness: float | None = None,
                 pnl_sharpness: float | None = None, fixed_horizon_risk: bool = False, risk_term: str | None = None,
-                metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
+                fixed_horizon_pnl: bool = True, metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
     """Compile with Adam (paper §3.4: lr 1e-5; `lem_model.optim.LemAdam`, fused on TensorFlow), the LEM loss
     and the slippage metrics (bps).
 
     jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default). pnl_sharpness: risk
     aversion of the flexible heads (`lem_model.loss`; None = the paper's 1); fixed_horizon_risk: the risk term on the
-    minimum-period-N head too (`lem_model.loss`; False = the paper); risk_term: the risk term's form
+    minimum-period-N head too (`lem_model.loss`; False = the paper); fixed_horizon_pnl: False drops that head's PnL
+    term (`lem_model.loss`; True = the paper); risk_term: the risk term's form
     (`lem_model.presets.RISK_TERMS`; None = the paper's softplus(|D|)).
     """
     from lem_model.loss import DEFAULT_MASK_SHARPNESS, DEFAULT_PNL_SHARPNESS, LEMLoss
@@ -243,7 +244,8 @@ def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask
 
     loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness,
                    pnl_sharpness=DEFAULT_PNL_SHARPNESS if pnl_sharpness is None else pnl_sharpness,
-                   fixed_horizon_risk=fixed_horizon_risk, risk_term=RISK_TERMS[0] if risk_term is None else risk_term)
+                   fixed_horizon_risk=fixed_horizon_risk, risk_term=RISK_TERMS[0] if risk_term is None else risk_term,
+                   fixed_horizon_pnl=fixed_horizon_pnl)
     model.compile(optimizer=LemAdam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
                   metrics=lem_metrics() if metrics else None, jit_compile=jit_compile)
     return model

@@ -290,6 +290,9 @@ class PipelineConfig:
                                  f"N={s.n_ahead}: need 0 <= min_rate <= 1/N <= max_rate <= 1")
         if t.batch_size < 1 or t.epochs < 1 or t.learning_rate <= 0:
             raise ValueError("training.batch_size and epochs must be >= 1 and learning_rate > 0")
+        if not self.training.fixed_horizon_pnl and not self.training.fixed_horizon_risk:
+            raise ValueError("training.fixed_horizon_pnl: false needs training.fixed_horizon_risk: true (otherwise "
+                             "the minimum-period-N head has no term in the loss)")
         if e.max_nonfinite is None or e.max_nonfinite < 0:
             raise ValueError(f"evaluation.max_nonfinite must be an integer >= 0, got {e.max_nonfinite}")
         if e.interval_level is None or not 0.0 < e.interval_level < 1.0:

@@ -124,20 +124,21 @@ def test_gradients_finite_through_the_model_on_an_all_zero_sample():
     assert all(g is not None and np.all(np.isfinite(np.asarray(g))) for g in grads)
 
 
-def _objective_by_hand(labels, alloc, k, fixed_horizon_risk=False, squared=False):
-    """The objective from head_slippage, in NumPy: flexible heads softplus(k (D_buy - D_sell)) / k, match head
-    (and with fixed_horizon_risk the minimum-period-N head) softplus(|D|) (squared: D^2), over 2*N*2 + 2*4
-    (+ 2*4) terms."""
+def _objective_by_hand(labels, alloc, k, fixed_horizon_risk=False, squared=False, fixed_horizon_pnl=True):
+    """The objective from head_slippage, in NumPy: flexible heads softplus(k (D_buy - D_sell)) / k (without
+    fixed_horizon_pnl all but the minimum-period-N head), match head (and with fixed_horizon_risk the
+    minimum-period-N head) softplus(|D|) (squared: D^2), over 2*P*2 + 2*4 (+ 2*4) terms, P the PnL heads."""
     d = 100.0 * np.asarray(lem_loss.head_slippage(labels, alloc, lem_loss.DEFAULT_MASK_SHARPNESS), np.float64)
     n = d.shape[1] - 1
+    p = n if fixed_horizon_pnl else n - 1
     softplus = lambda x: np.logaddexp(0.0, x)  # noqa: E731
     risk_of = np.square if squared else (lambda x: softplus(np.abs(x)))
-    spread = d[:, :n, [0, 1]] - d[:, :n, [2, 3]]          # paths: buy-vwap, buy-twap, sell-vwap, sell-twap
+    spread = d[:, :p, [0, 1]] - d[:, :p, [2, 3]]          # paths: buy-vwap, buy-twap, sell-vwap, sell-twap
     pnl = softplus(k * spread).sum((1, 2, 3)) / k
     risk = risk_of(d[:, n]).sum((1, 2))
     if fixed_horizon_risk:
-        return (pnl + risk + risk_of(d[:, n - 1]).sum((1, 2))) / (2 * n * 2 + 2 * 4 * 2)
-    return (pnl + risk) / (2 * n * 2 + 2 * 4)
+        return (pnl + risk + risk_of(d[:, n - 1]).sum((1, 2))) / (2 * p * 2 + 2 * 4 * 2)
+    return (pnl + risk) / (2 * p * 2 + 2 * 4)
 
 
 @pytest.mark.parametrize("k", [1.0, 8.0])
@@ -180,6 +181,30 @@ def test_fixed_horizon_risk_adds_the_risk_term_on_the_minimum_period_n_head():
     assert np.abs(grads[True] - grads[False]).max() > 1e-4
     clone = keras.losses.deserialize(keras.losses.serialize(lem_loss.LEMLoss(fixed_horizon_risk=True)))
     assert clone.fixed_horizon_risk is True
+
+
+def test_fixed_horizon_pnl_false_trains_the_minimum_period_n_head_as_a_tracker():
+    b, n = 6, 4
+    alloc, labels = _random_allocations(b, n, seed=9), _labels(b, n, seed=10)
+    got = np.asarray(lem_loss.lem_objective(labels, alloc, fixed_horizon_risk=True, fixed_horizon_pnl=False))
+    np.testing.assert_allclose(got, _objective_by_hand(labels, alloc, 1.0, True, fixed_horizon_pnl=False), rtol=1e-5)
+    assert not np.allclose(got, np.asarray(lem_loss.lem_objective(labels, alloc, fixed_horizon_risk=True)), rtol=1e-3)
+    # the other PnL heads keep their term: the gradient on head 0 is the same up to the denominator's scale
+    logits = tf.Variable(np.log(alloc + 1e-3))
+    grads = {}
+    for pnl in (True, False):
+        with tf.GradientTape() as tape:
+            a = tf.nn.softmax(logits, axis=1)
+            value = tf.reduce_mean(lem_loss.lem_objective(labels, a, fixed_horizon_risk=True, fixed_horizon_pnl=pnl))
+        grads[pnl] = tape.gradient(value, logits).numpy()
+    scale = (2 * n * 2 + 2 * 4 * 2) / (2 * (n - 1) * 2 + 2 * 4 * 2)
+    np.testing.assert_allclose(grads[False][:, :, 0], grads[True][:, :, 0] * scale, rtol=1e-4, atol=1e-9)
+    assert np.abs(grads[False][:, :, n - 1] - grads[True][:, :, n - 1] * scale).max() > 1e-4
+    clone = keras.losses.deserialize(keras.losses.serialize(
+        lem_loss.LEMLoss(fixed_horizon_risk=True, fixed_horizon_pnl=False)))
+    assert clone.fixed_horizon_pnl is False
+    with pytest.raises(ValueError, match="fixed_horizon_risk"):
+        lem_loss.LEMLoss(fixed_horizon_risk=False, fixed_horizon_pnl=False)
 
 
 @pytest.mark.parametrize("fixed_horizon_risk", [False, True])

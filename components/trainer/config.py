@@ -26,7 +26,9 @@ class TrainingConfig:
     fixed_horizon_risk: train the minimum-period-N head (no time flexibility) with the match head's risk term
     as well as its PnL term (lem_model.loss; false = the paper). On by default: the blessing gate checks that
     head's slippage std against TWAP's on every gated slice (components.evaluator.gate), and without the risk
-    term its std can be several times TWAP's (the demo's sell side: 2.8x). risk_term: the form of that risk term,
+    term its std can be several times TWAP's (the demo's sell side: 2.8x). fixed_horizon_pnl: false drops that
+    head's PnL term, so it is trained as a tracker (needs fixed_horizon_risk; lem_model.loss says why a causal
+    model gains nothing in expectation from that term); true = the paper. risk_term: the form of that risk term,
     "softplus_abs" (the paper's softplus(|D|), a mean-absolute penalty) or "squared" (D^2, whose mean is the
     variance the match-VWAP std measures; lem_model.loss.RISK_TERMS).
     """
@@ -50,4 +52,5 @@ class TrainingConfig:
     frequency_weighting: str = "none"
     pnl_sharpness: float = PAPER_PNL_SHARPNESS
     fixed_horizon_risk: bool = True
+    fixed_horizon_pnl: bool = True
     risk_term: str = RISK_TERMS[0]

@@ -159,6 +159,7 @@ def run_fn(fn_args) -> None:
     model = build_lem(num_features=num_features, lookback=lookback, n_ahead=n_ahead, **hp)
     compile_lem(model, learning_rate=training.learning_rate, pnl_sharpness=training.pnl_sharpness,
                 fixed_horizon_risk=training.fixed_horizon_risk, risk_term=training.risk_term,
+                fixed_horizon_pnl=training.fixed_horizon_pnl,
                 jit_compile=training.jit_compile)
     print(f"[trainer] LEM N={n_ahead} L={lookback} W={norm_window} F={num_features} on {device}; "
           f"{model.count_params():,} parameters; constraints (min_rate, max_rate) = {constraints}", flush=True)
