@@ -54,7 +54,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	@echo "Benchmarks live in benchmarks/; see benchmarks/RESULTS.md for how each was run."
+	@echo "Run a benchmark as $(PY) -m benchmarks.NAME; benchmarks/RESULTS.md gives each row's command."
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

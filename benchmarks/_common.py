@@ -51,9 +51,10 @@ def emit(result: dict) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def run_worker(python: str, script: str, args: list, env: dict, timeout: float) -> dict:
-    """Run `python script args` and return its BENCH_RESULT dict (raises with the tail of stderr on failure)."""
-    cmd = [python, os.path.join(BENCH_DIR, script), *map(str, args)]
+def run_worker(python: str, module: str, args: list, env: dict, timeout: float) -> dict:
+    """Run `python -m benchmarks.<module> args` from the repository root and return its BENCH_RESULT dict (raises
+    with the tail of stderr on failure)."""
+    cmd = [python, "-m", f"benchmarks.{module}", *map(str, args)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -66,30 +67,36 @@ def run_worker(python: str, script: str, args: list, env: dict, timeout: float) 
     return out
 
 
-def latest_artifact(pipeline_root: str, component: str, output: str) -> str:
-    """The newest (highest execution id) artifact folder `<pipeline_root>/<component>/<output>/<id>` of a run."""
-    base = os.path.join(pipeline_root, component, output)
-    ids = sorted((int(d) for d in os.listdir(base) if d.isdigit()), reverse=True) if os.path.isdir(base) else []
-    if not ids:
-        raise FileNotFoundError(f"no {component} {output} under {pipeline_root}: has the pipeline run?")
-    return os.path.join(base, str(ids[0]))
+def start_lems_serve(base: str, poll_seconds: float = 60, timeout: float = 900):
+    """`lems serve` on the models under `base` (a free port) in a subprocess; (process, address, seconds until it
+    said it serves)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lems_cli.main", "serve", "--model-base-path", base, "--port", "0",
+                             "--poll-seconds", str(poll_seconds)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    t0, line = time.monotonic(), ""
+    while " on 127.0.0.1:" not in line and time.monotonic() < t0 + timeout and proc.poll() is None:
+        line = proc.stdout.readline()
+    if " on 127.0.0.1:" not in line:
+        proc.kill()
+        raise RuntimeError("lems serve did not start")
+    return proc, line.split(" on ")[1].split()[0], time.monotonic() - t0
 
 
-def load_config(path: str, overrides=(), prog: str = "benchmark"):
-    """The pipeline config of a finished or new run: `path` with `lems run --set`-style overrides applied
-    (`PipelineConfig.with_overrides`); a bad file or override exits with the message naming it."""
-    from pipeline.configs import PipelineConfig
-    try:
-        return PipelineConfig.from_file(path).with_overrides(overrides)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"{prog}: {e}") from e
+def serving_testutils():
+    """The serving tests' helpers (`tests/serving_testutils.py`: generated bars, a stand-in for the Transform's
+    output), loaded from their file: `tests` is no package (and other installed ones take that name)."""
+    import importlib.util
+    if "serving_testutils" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("serving_testutils",
+                                                      os.path.join(ROOT, "tests", "serving_testutils.py"))
+        sys.modules["serving_testutils"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["serving_testutils"])
+    return sys.modules["serving_testutils"]
 
 
-def add_set_argument(parser) -> None:
-    """`--set SECTION.FIELD=VALUE` (repeatable), as `lems run --set` takes it."""
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override a field of the config, as `lems run --set` (repeatable), e.g. "
-                             "--set model.input_clip=5 --set root=./runs/crypto-v6")
+def percentile(xs, q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
 def git_commit() -> str:
@@ -107,9 +114,9 @@ def git_commit() -> str:
 
 
 def command_line() -> str:
-    """The command that ran this script, as a user would type it from the repository root."""
-    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
-    return " ".join([script] + sys.argv[1:])
+    """The command that ran this benchmark, as typed from the repository root: `python -m benchmarks.NAME ...`."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    return " ".join([f"python -m benchmarks.{name}"] + sys.argv[1:])
 
 
 def target(name: str, value, goal: str, met, page: bool = True) -> dict:

@@ -1,4 +1,5 @@
-"""Measurement loops shared by the ours/reference training drivers (identical code times both models).
+"""Measurement loops shared by the ours/reference training drivers (identical code times both models), and the
+machine's fp32 matmul peak.
 
 Imports TensorFlow lazily; each driver pins threads before calling these.
 """
@@ -52,3 +53,20 @@ def measure_latency(model, x1, *, reps: int, warmup: int = 5) -> dict:
     times.sort()
     return {"latency_ms_median": statistics.median(times), "latency_ms_p90": times[int(0.9 * (len(times) - 1))],
             "latency_reps": reps}
+
+
+def matmul_peak(n: int = 2048, seconds: float = 3.0) -> dict:
+    """This machine's fp32 matmul rate with TensorFlow: a large square `tf.matmul` repeated for `seconds` (at
+    least 3 times) after one warm-up; GFLOP/s, median and max."""
+    import tensorflow as tf
+    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+    mm = tf.function(lambda x, y: tf.matmul(x, y))
+    mm(a, b).numpy()
+    rates = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(rates) < 3:
+        t0 = time.perf_counter()
+        mm(a, b).numpy()
+        rates.append(2.0 * n**3 / (time.perf_counter() - t0) / 1e9)
+    rates.sort()
+    return {"n": n, "reps": len(rates), "gflops_max": rates[-1], "gflops_median": rates[len(rates) // 2]}

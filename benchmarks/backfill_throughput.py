@@ -9,7 +9,7 @@ transform graph and the Trainer's exporter; throughput does not depend on the we
 windows/s = windows backfilled / seconds of the whole run (Beam: reading bars, cutting windows, inference,
 rows with the slippage evaluator, Parquet; plus the commit), worker start-up and model loading included.
 
-    .venv/bin/python benchmarks/backfill_throughput.py [--days 4] [--assets 2] [--workers 2] [--configs paper,small]
+    python -m benchmarks.backfill_throughput [--days 4] [--assets 2] [--workers 2] [--configs paper,small]
 """
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 

@@ -1,6 +1,6 @@
 """Cost of embedding the order-management client: `import serving.client` in a fresh interpreter.
 
-    .venv/bin/python benchmarks/client_import.py [--repeats 5]
+    python -m benchmarks.client_import [--repeats 5]
 
 Each repeat starts a fresh interpreter that imports `serving.client` and prints its wall and CPU seconds, its
 peak RSS and whether TensorFlow, Keras or TFX were loaded; the same for numpy + grpc + protobuf alone (the
@@ -13,9 +13,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import target, write_result  # noqa: E402
+from benchmarks._common import ROOT, target, write_result
 
 PROBE = ("import json, resource, sys, time; c = time.process_time(); t = time.perf_counter(); {stmt}; "
          "w = time.perf_counter() - t; u = time.process_time() - c; "
@@ -26,8 +24,8 @@ PROBE = ("import json, resource, sys, time; c = time.process_time(); t = time.pe
 def probe(stmt: str, repeats: int) -> list:
     out = []
     for _ in range(repeats):
-        p = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt)], cwd=REPO, capture_output=True, text=True,
-                           timeout=300, env=dict(os.environ, PYTHONPATH=REPO), check=True)
+        p = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, PYTHONPATH=ROOT), check=True)
         out.append(json.loads(p.stdout.strip().splitlines()[-1]))
     return out
 

@@ -1,6 +1,6 @@
 """`lems demo` from fresh: blessed on any x86-64 CPU, and its wall time per stage.
 
-    .venv/bin/python benchmarks/demo_walltime.py --repeats 5 --isa native,AVX2     # issue 32: 10 fresh runs
+    python -m benchmarks.demo_walltime --repeats 5 --isa native,AVX2     # issue 32: 10 fresh runs
 
 Each repeat runs `lems demo --fresh` in its own process (data generation, imports and the pipeline: what a
 user waits for), natively or with `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN's other kernel family, as on CPUs without
@@ -17,9 +17,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import target, write_result  # noqa: E402
+from benchmarks._common import ROOT, target, write_result
 
 ISAS = {"native": None, "AVX2": "AVX2"}
 
@@ -34,7 +32,6 @@ def main():
     unknown = [i for i in isas if i not in ISAS]
     if unknown:
         parser.error(f"--isa: unknown {unknown}; choose from {sorted(ISAS)}")
-    sys.path.insert(0, REPO)
     from components.evaluator.eval_config import gate_rows
     from pipeline import local_runner
     from pipeline.configs import demo_config
@@ -49,7 +46,7 @@ def main():
                 env["ONEDNN_MAX_CPU_ISA"] = ISAS[isa]
             start = time.time()
             subprocess.run([sys.executable, "-m", "lems_cli.main", "demo", "--fresh", "--root", root], check=True,
-                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall = time.time() - start
             summary = local_runner.latest_run(demo_config(root))
             evaluation = summary.nodes["Evaluator"].outputs.get("evaluation", [None])[0]

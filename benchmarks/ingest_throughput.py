@@ -5,11 +5,11 @@ of /work/shared/data.
 1. Throughput: BTCUSDT 15m bars of binance_vision_klines_paper_pairs.parquet, W=336, L=120, N=12, every
    origin (stride 1) for all rows. Reference: wall time of the `full_generate` call (in-memory float64 NumPy
    arrays, nothing serialized or written; its Parquet read is timed separately and not included).
-   Ours, two rows, each its own process (`ours_ingest_driver.py`):
+   Ours, two rows, each its own process (`benchmarks.ours_ingest_driver`):
    (a) core path, what issue 3 names ("examples/s from raw bars to serialized examples"): the functions the
        Beam DoFns call (list assets, read the Parquet, merge, align, resample, missing-bar rule, window
        starts, time split, vectorised serialization) -> every tf.Example as `bytes` in memory; no Beam, no
-       disk. Median of `--core-repeats` end-to-end passes; a further pass times the phases and gzip alone.
+       disk. Median of `--core-repeats` end-to-end passes.
    (b) `run_ingestion`: the same plus the Beam DirectRunner graph and gzip TFRecord writing, timed around
        the call (imports excluded), one run.
    Each row states whether it meets the >= 10x target on its own.
@@ -21,7 +21,7 @@ of /work/shared/data.
    of assets.
 Inputs are extracted once into a scratch folder as tidy Parquet (not timed).
 
-Usage: .venv/bin/python benchmarks/ingest_throughput.py [--data /work/shared/data] [--memory-stride 12]
+Usage: python -m benchmarks.ingest_throughput [--data /work/shared/data] [--memory-stride 12]
        [--skip-throughput] [--skip-memory] [--core-repeats 3] [--scratch /tmp/lems_bench_ingest]
 """
 import argparse
@@ -31,10 +31,9 @@ import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (BENCH_DIR, OURS_PYTHON, REF_PYTHON, RESULT_PREFIX, ROOT, format_table,  # noqa: E402
-                     machine_info, other_load, pinned_env)
-from _memwatch import run_with_peak_rss  # noqa: E402
+from benchmarks._common import (OURS_PYTHON, REF_PYTHON, RESULT_PREFIX, ROOT, format_table, machine_info, other_load,
+                                pinned_env)
+from benchmarks._memwatch import run_with_peak_rss
 
 VISION = "binance_vision_klines_paper_pairs.parquet"
 FREQTRADE = "binance_freqtrade_15m_1h.parquet"
@@ -84,7 +83,7 @@ def parse_result(run, what):
 def run_ours(inp, scratch, tag, stride, env, mode="beam", repeats=1):
     out_dir = os.path.join(scratch, f"out_{tag}")
     shutil.rmtree(out_dir, ignore_errors=True)
-    cmd = [OURS_PYTHON, os.path.join(BENCH_DIR, "ours_ingest_driver.py"), inp["dir"], out_dir,
+    cmd = [OURS_PYTHON, "-m", "benchmarks.ours_ingest_driver", inp["dir"], out_dir,
            f"--stride={stride}", f"--mode={mode}", f"--repeats={repeats}"]
     run = run_with_peak_rss(cmd, env=env, cwd=ROOT, timeout=1800)
     res = parse_result(run, f"ours ingestion ({tag})")
@@ -123,7 +122,7 @@ def main():
     if not a.skip_throughput:
         if not os.path.exists(REF_PYTHON):
             sys.exit(f"missing {REF_PYTHON}: run benchmarks/setup_reference_venv.sh first")
-        ref_cmd = [REF_PYTHON, os.path.join(BENCH_DIR, "reference_ingest_driver.py"),
+        ref_cmd = [REF_PYTHON, "-m", "benchmarks.reference_ingest_driver",
                    os.path.join(a.data, VISION), "BTCUSDT", "15m", "--lookback=120", "--n-ahead=12"]
         ref_run = run_with_peak_rss(ref_cmd, env=env, cwd=ROOT, timeout=1800)
         ref = parse_result(ref_run, "reference full_generate")
@@ -131,11 +130,8 @@ def main():
         print(f"#   reference: {ref['examples']:,} examples in {ref['generate_s']:.1f} s, peak RSS "
               f"{ref['peak_tree_rss_mib']:.0f} MiB", flush=True)
         core = run_ours(inputs["btc15"], a.scratch, "btc15_core", 1, env, mode="core", repeats=a.core_repeats)
-        ph = core["phases_s"]
         print(f"#   ours (a) core: {core['examples']:,} examples, median {core['wall_s']:.2f} s of "
-              f"{', '.join(f'{w:.2f}' for w in core['walls_s'])} s; phases (separate pass): read {ph['read']:.2f} s, "
-              f"merge..split {ph['series']:.2f} s, serialize {ph['serialize']:.2f} s; gzip alone on the same "
-              f"records {ph['gzip_alone']:.2f} s", flush=True)
+              f"{', '.join(f'{w:.2f}' for w in core['walls_s'])} s", flush=True)
         ours = run_ours(inputs["btc15"], a.scratch, "btc15_stride1", 1, env)
         print(f"#   ours (b) run_ingestion: {ours['examples']:,} examples in {ours['wall_s']:.1f} s, peak RSS "
               f"{ours['peak_tree_rss_mib']:.0f} MiB", flush=True)
@@ -159,12 +155,8 @@ def main():
         print("Throughput, BTCUSDT 15m (Data Vision), W=336 L=120 N=12, stride 1:")
         print(format_table(["impl", "examples", "timed part", "seconds", "examples/s", "speedup",
                             f">= {TARGET_SPEEDUP:.0f}x target", "peak RSS MiB", "output"], rows))
-        gz_rate = core["examples"] / ph["gzip_alone"]
         print(f"(reference Parquet read, not in its time: {ref['read_s']:.2f} s; our processes also spent "
               f"{core['import_s']:.1f} / {ours['import_s']:.1f} s importing, not in their times)")
-        print(f"(gzip alone, Beam's zlib settings, on the same {core['examples']:,} records: {ph['gzip_alone']:.2f} s "
-              f"= {gz_rate:,.0f} records/s = {gz_rate / ref['examples_per_s']:.2f}x the reference: the ceiling of "
-              f"any single-core path that writes gzip TFRecords)")
         print(f"Target (>= {TARGET_SPEEDUP:.0f}x reference examples/s), per row: " + "; ".join(verdicts), flush=True)
 
     if not a.skip_memory:

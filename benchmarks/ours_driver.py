@@ -1,23 +1,21 @@
 """Worker that times OUR model (`lem_model.build_lem` + `lem_model.compile_lem`), run by train_throughput.py in
-the project venv with pinned threads; prints one BENCH_RESULT line.
+the project venv with pinned threads; prints one BENCH_RESULT line. `--matmul-peak N` measures the machine's fp32
+matmul peak instead (an N x N `tf.matmul`, same threads).
 
 Inputs come from the ONE feature builder (`lem_model.features.build_features_numpy`) applied to synthetic raw
 order windows (random-walk VWAP, log-normal volume, 15-minute bars), so `bars` and `labels` have the exact
 layout and value ranges the Trainer sees.
 
-Usage: ours_driver.py --lookback 120 --n-ahead 12 --hidden 200 --embedding 20 --heads 8 --fused 100 \
-        --batch 256 --warmup 2 --steps 5 --windows 3 --threads 2 --latency-reps 50 [--flops] [--block-profile] [--matmul-floor]
+Usage: python -m benchmarks.ours_driver --lookback 120 --n-ahead 12 --hidden 200 --embedding 20 --heads 8 \
+        --fused 100 --batch 256 --warmup 2 --steps 5 --windows 3 --threads 2 --latency-reps 50 [--flops]
+       python -m benchmarks.ours_driver --threads 2 --matmul-peak 2048
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (lem_model)
-from _common import emit, pin_tf_threads  # noqa: E402
-from _measure import measure_latency, measure_training  # noqa: E402
-from lem_model.presets import PAPER_SIZES  # noqa: E402
+from benchmarks._common import emit, pin_tf_threads
+from benchmarks._measure import matmul_peak, measure_latency, measure_training
+from lem_model.presets import PAPER_SIZES
 
 NORM_WINDOW = PAPER_SIZES["norm_window"]
 
@@ -56,16 +54,16 @@ def main():
     p.add_argument("--min-window-s", type=float, default=0.0, help="each timed window lasts at least this long")
     p.add_argument("--recurrent", default=None, help="override the model's recurrent block (default: its own)")
     p.add_argument("--flops", action="store_true", help="also count FLOPs of one traced training step")
-    p.add_argument("--block-profile", action="store_true", help="also time fwd+bwd of each top-level layer")
-    p.add_argument("--matmul-floor", action="store_true",
-                   help="also time each matmul of the training step alone at its shapes (flops.matmul_floor)")
-    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--matmul-peak", type=int, default=0, metavar="N", help="only the fp32 peak of an N x N matmul")
     a = p.parse_args()
     a.inter_threads = a.inter_threads or a.threads  # 0: as train_throughput.py's default
 
     import numpy as np
     import tensorflow as tf
     pin_tf_threads(tf, a.threads, a.inter_threads)
+    if a.matmul_peak:
+        emit({"threads": a.threads, **matmul_peak(a.matmul_peak)})
+        return
     import keras
     import lem_model
     from lem_model.features import NUM_BAR_FEATURES
@@ -84,19 +82,11 @@ def main():
     out = {"impl": "ours lem_model", "params": int(model.count_params()), "build_s": build_s, "jit": a.jit,
            "recurrent": getattr(model, "recurrent", None)}
     if a.flops:
-        from flops import count_train_step_flops
-        out.update(count_train_step_flops(model, x, y))
-    if not a.skip_train:
-        out.update(measure_training(model, x, y, warmup=a.warmup, steps=a.steps, windows=a.windows,
-                                   min_window_s=a.min_window_s))
-        x1 = {k: v[:1] for k, v in x.items()}
-        out.update(measure_latency(model, x1, reps=a.latency_reps))
-    if a.matmul_floor:
-        from flops import matmul_floor
-        out.update(matmul_floor(model, x, y))
-    if a.block_profile:
-        from flops import block_profile
-        out["block_profile"] = block_profile(model, x, y)
+        from benchmarks._flops import train_step_flops
+        out.update(train_step_flops(model, x, y))
+    out.update(measure_training(model, x, y, warmup=a.warmup, steps=a.steps, windows=a.windows,
+                               min_window_s=a.min_window_s))
+    out.update(measure_latency(model, {k: v[:1] for k, v in x.items()}, reps=a.latency_reps))
     emit(out)
 
 

@@ -1,5 +1,5 @@
 """Worker: run OUR ingestion from market-data files to serialized tf.Examples and print one BENCH_RESULT line.
-Run by ingest_throughput.py (project venv).
+Run by `python -m benchmarks.ingest_throughput` (project venv).
 
 Modes:
   * `beam` (default): `components.example_gen.ingest.run_ingestion`, the ExampleGen's Beam graph on the
@@ -8,21 +8,17 @@ Modes:
     (`readers.list_assets`), read each asset's rows (`ingest.read_asset`), then merge, align, resample,
     missing-bar rule, window starts, time split and vectorised serialization (`ingest.asset_serialized_examples`)
     -> every serialized tf.Example as a Python `bytes` in memory (counted and dropped block by block, not
-    kept). Timed end to end, `--repeats` times (headline: the median); then one extra pass, not in the
-    headline, that times the phases separately (read / series+cut+split / serialize) and gzip alone.
+    kept). Timed end to end, `--repeats` times (headline: the median).
 
-Usage: ours_ingest_driver.py INPUT_DIR OUTPUT_DIR [--mode beam|core] [--stride 1] [--frequencies 15] ...
+Usage: python -m benchmarks.ours_ingest_driver INPUT_DIR OUTPUT_DIR [--mode beam|core] [--stride 1] ...
 """
 import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from _common import emit  # noqa: E402
+from benchmarks._common import emit
 
 
 def core_once(files, config, ingest, readers):
@@ -39,38 +35,6 @@ def core_once(files, config, ingest, readers):
             n += 1
             nbytes += len(record)
     return n, nbytes, counts
-
-
-def core_phases(files, config, ingest, readers, serialize):
-    """One pass with each phase timed on its own (s): read, series (merge..split), serialize; and, for the
-    ceiling of any gzip-writing path, zlib alone on the same records with Beam's GZIP settings (default
-    level, gzip wrapper), TFRecord framing excluded."""
-    import zlib
-    t = {"read": 0.0, "series": 0.0, "serialize": 0.0, "gzip_alone": 0.0}
-    gz = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 31)
-    o = config.norm_window + config.lookback
-    for path in files:
-        for asset in readers.list_assets(path, chunk_rows=config.chunk_rows):
-            t0 = time.perf_counter()
-            chunks = ingest.read_asset(asset, [path], config, {})
-            t1 = time.perf_counter()
-            segs = list(ingest.asset_series(asset, chunks, config, {}))
-            t2 = time.perf_counter()
-            for freq, ts, v, q, starts, _ in segs:
-                for blk in serialize.iter_serialized_blocks(v, q, ts, starts, asset=asset, frequency_minutes=freq,
-                                                            window_length=config.window_length, origin_offset=o):
-                    del blk
-            t3 = time.perf_counter()
-            for freq, ts, v, q, starts, _ in segs:  # a separate pass: zlib evicts the serializer's caches
-                for blk in serialize.iter_serialized_blocks(v, q, ts, starts, asset=asset, frequency_minutes=freq,
-                                                            window_length=config.window_length, origin_offset=o):
-                    t_gz = time.perf_counter()
-                    gz.compress(b"".join(blk))
-                    t["gzip_alone"] += time.perf_counter() - t_gz
-            t["read"] += t1 - t0
-            t["series"] += t2 - t1
-            t["serialize"] += t3 - t2
-    return t
 
 
 def main():
@@ -90,7 +54,7 @@ def main():
     p.add_argument("--beam-arg", action="append", default=[])
     a = p.parse_args()
     t_import = time.perf_counter()
-    from components.example_gen import ingest, serialize
+    from components.example_gen import ingest
     from components.example_gen.config import IngestionConfig
     from components.market_data import readers
     import_s = time.perf_counter() - t_import
@@ -106,10 +70,9 @@ def main():
             n, nbytes, counts = core_once(files, config, ingest, readers)
             walls.append(time.perf_counter() - t0)
         wall = statistics.median(walls)
-        phases = core_phases(files, config, ingest, readers, serialize)
         emit({"impl": "ours core path (no Beam, no disk)", "examples": n, "wall_s": wall, "walls_s": walls,
               "examples_per_s": n / wall, "import_s": import_s, "serialized_mib": nbytes / 2**20,
-              "phases_s": phases, "counts": counts, "rows_read": counts.get("rows_read"),
+              "counts": counts, "rows_read": counts.get("rows_read"),
               "self_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
         return
 

@@ -9,17 +9,15 @@ inputs of the reference's layout:
   trading rate `[B, 1]`; y `[B, n_ahead, n_ahead + 1, 4, 2]` (`add_config_to_y` layout).
 Inputs are random values in realistic ranges (throughput does not depend on them).
 
-Usage: reference_driver.py --lookback 120 --n-ahead 12 --hidden 200 --embedding 20 --heads 8 --fused 100 \
+Usage (from the repository root): benchmarks/.venv-ref/bin/python -m benchmarks.reference_driver --lookback 120 \
+        --n-ahead 12 --hidden 200 --embedding 20 --heads 8 --fused 100 \
         --batch 256 --warmup 2 --steps 3 --windows 3 --threads 2 --latency-reps 30
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, pin_tf_threads  # noqa: E402
-from _measure import measure_latency, measure_training  # noqa: E402
+from benchmarks._common import emit, pin_tf_threads
+from benchmarks._measure import measure_latency, measure_training
 
 
 def reference_inputs(rng, batch, lookback, n_ahead):

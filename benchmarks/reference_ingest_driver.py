@@ -4,16 +4,14 @@
 It reads the (asset, frequency) bars from a Parquet file of /work/shared/data's schema, builds the one-column
 volume and notional DataFrames `full_generate` takes (as in the reference README), and times the call
 (`lookback`, `n_ahead`, `freq_min` = the bar length, so its resample is a no-op regrid; split by date).
-Usage: reference_ingest_driver.py PARQUET ASSET FREQ [--lookback 120] [--n-ahead 12] [--split-date 2022-01-01]
+Usage: benchmarks/.venv-ref/bin/python -m benchmarks.reference_ingest_driver PARQUET ASSET FREQ [--lookback 120]
+       [--n-ahead 12] [--split-date 2022-01-01]
 """
 import argparse
-import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit  # noqa: E402
+from benchmarks._common import emit
 
 
 def main():

@@ -1,7 +1,7 @@
 """The one-page results table of benchmarks/RESULTS.md, generated from the JSON the benchmarks write.
 
-    .venv/bin/python benchmarks/results_page.py           # rewrite the table in RESULTS.md
-    .venv/bin/python benchmarks/results_page.py --check   # exit 1 if RESULTS.md does not show the JSON's table
+    python -m benchmarks.results_page           # rewrite the table in RESULTS.md
+    python -m benchmarks.results_page --check   # exit 1 if RESULTS.md does not show the JSON's table
 
 Every `benchmarks/results/*.json` carries `date`, `commit`, `machine`, `command` and a list of `targets`
 (`_common.target`: target, value, goal, met, page). Each target with `page` true is one row; the targets a file
@@ -14,17 +14,15 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import BENCH_DIR, RESULTS_DIR  # noqa: E402
+from benchmarks._common import BENCH_DIR, RESULTS_DIR
 
 PAGE = os.path.join(BENCH_DIR, "RESULTS.md")
 BEGIN = "<!-- results_page.py: generated from benchmarks/results/*.json; do not edit by hand -->"
 END = "<!-- end of the generated table -->"
 #: Files in this order first, any others after them by name.
-ORDER = ("train_throughput", "serving_latency", "serving_hotswap", "demo", "backtest-crypto", "backtest-dow",
-         "reproduce-crypto", "reproduce-crypto-gpu-fhr",
-         "reproduce-crypto-gpu-fhr-seed42", "reproduce-crypto-gpu", "reproduce-crypto-gpu-seed42", "reproduce-dow",
-         "reference-compare")
+ORDER = ("train_throughput", "serving_latency", "serving_hotswap", "client_import", "demo", "backtest-crypto",
+         "backtest-dow", "reproduce-crypto", "reproduce-crypto-gpu-fhr", "reproduce-crypto-gpu-fhr-seed42",
+         "reproduce-crypto-gpu", "reproduce-crypto-gpu-seed42", "reproduce-dow", "reference-compare")
 HEADER = ("| target | value | goal | met | date, commit | machine | command |\n"
           "|---|---|---|---|---|---|---|")
 
@@ -148,7 +146,7 @@ def main(argv=None) -> int:
     new = replace_table(page, render_table(load_results()))
     if a.check:
         if new != page:
-            print("benchmarks/RESULTS.md is not current: run benchmarks/results_page.py", file=sys.stderr)
+            print("benchmarks/RESULTS.md is not current: run python -m benchmarks.results_page", file=sys.stderr)
             return 1
         return 0
     with open(PAGE, "w", encoding="utf-8") as f:

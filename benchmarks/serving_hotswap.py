@@ -14,42 +14,38 @@ subprocess, and measures from this process:
     each swap once the old version is released.
 Writes JSON to `--out` (default benchmarks/results/serving_hotswap.json).
 
-    .venv/bin/python benchmarks/serving_hotswap.py [--config tiny] [--clients 8] [--seconds 4] [--cold]
+    python -m benchmarks.serving_hotswap [--config tiny] [--clients 8] [--seconds 4] [--cold]
 """
 import argparse
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH_DIR)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), BENCH_DIR]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from _common import machine_info, other_load, target, write_result  # noqa: E402
+from benchmarks._common import (RESULTS_DIR, machine_info, other_load, percentile, start_lems_serve,  # noqa: E402
+                                serving_testutils, target, write_result)
 
 
 def export(config: str, path: str, seed: int) -> dict:
     import keras
-    import serving_testutils as U
     from components.trainer.export import export_serving_model
     from lem_model.features import NUM_BAR_FEATURES
     from lem_model.model import SMALL_CONFIG, build_lem
 
     keras.utils.set_random_seed(seed)
     if config == "tiny":
-        sizes, hp = dict(U.SIZES), dict(U.HYPER)
+        sizes, hp = dict(serving_testutils().SIZES), dict(serving_testutils().HYPER)
     else:
         hp = dict(SMALL_CONFIG)
         sizes = dict(norm_window=336, lookback=hp.pop("lookback"), n_ahead=hp.pop("n_ahead"))
     model = build_lem(num_features=NUM_BAR_FEATURES, lookback=sizes["lookback"], n_ahead=sizes["n_ahead"], **hp)
-    export_serving_model(model, U.FeatureTransformStandIn(**sizes), path, **sizes)
+    export_serving_model(model, serving_testutils().FeatureTransformStandIn(**sizes), path, **sizes)
     return sizes
 
 
@@ -59,19 +55,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
-
-
-def start_server(base: str, poll: float):
-    proc = subprocess.Popen([sys.executable, "-m", "lems_cli.main", "serve", "--model-base-path", base, "--port", "0",
-                             "--poll-seconds", str(poll)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    t0, line = time.monotonic(), ""
-    while " on 127.0.0.1:" not in line and time.monotonic() < t0 + 900 and proc.poll() is None:
-        line = proc.stdout.readline()
-    if " on 127.0.0.1:" not in line:
-        proc.kill()
-        raise RuntimeError("lems serve did not start")
-    return proc, line.split(" on ")[1].split()[0], time.monotonic() - t0
 
 
 def stop_server(proc):
@@ -84,8 +67,7 @@ def stop_server(proc):
 
 def order_and_bars(window_bars: int):
     from serving.scheduling import Order
-    from serving_testutils import make_bars
-    bars = make_bars(window_bars + 200)
+    bars = serving_testutils().make_bars(window_bars + 200)
     hist = {k: v[: window_bars + 100] for k, v in bars.items()}
     order = Order(side="buy", target="volume", size=1e4, benchmark="vwap", min_duration=2, frequency_minutes=15)
     return order, hist
@@ -108,13 +90,8 @@ def first_predicts(address: str, window_bars: int) -> dict:
     return out
 
 
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
-
-
 def stats(lat_ms):
-    return {"requests": len(lat_ms), "p50_ms": pct(lat_ms, 50), "p99_ms": pct(lat_ms, 99),
+    return {"requests": len(lat_ms), "p50_ms": percentile(lat_ms, 50), "p99_ms": percentile(lat_ms, 99),
             "max_ms": max(lat_ms) if lat_ms else float("nan")}
 
 
@@ -124,7 +101,7 @@ def main():
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=4.0, help="load before the first swap, between and after swaps")
     p.add_argument("--cold", action="store_true", help="also time the first Predict of a copy without warm-up")
-    p.add_argument("--out", default=os.path.join(BENCH_DIR, "results", "serving_hotswap.json"))
+    p.add_argument("--out", default=os.path.join(RESULTS_DIR, "serving_hotswap.json"))
     a = p.parse_args()
 
     from serving.client import LemClient
@@ -145,14 +122,14 @@ def main():
             cold = os.path.join(work, "cold", "lem")
             shutil.copytree(os.path.join(aside, "v1"), os.path.join(cold, "1"))
             os.remove(os.path.join(cold, "1", WARMUP_FILE))
-            proc, address, startup = start_server(cold, 60)
+            proc, address, startup = start_lems_serve(cold, 60)
             try:
                 result["cold_first_predict_ms"] = first_predicts(address, window_bars)
                 result["cold_startup_s"] = startup
             finally:
                 stop_server(proc)
 
-        proc, address, startup = start_server(base, 0.5)
+        proc, address, startup = start_lems_serve(base, 0.5)
         try:
             result["startup_s"] = startup                    # load + warm-up replay of version 1
             result["first_predict_ms"] = first_predicts(address, window_bars)

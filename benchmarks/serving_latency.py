@@ -17,28 +17,24 @@ start `lems serve` on it in a subprocess, and time from this process:
     model's own compute without gRPC, to separate the two.
 Machine load matters on small machines: the busy share of all cores during the runs is printed.
 
-    .venv/bin/python benchmarks/serving_latency.py [--configs paper,small] [--requests 500] [--recurrent tkan]
+    python -m benchmarks.serving_latency [--configs paper,small] [--requests 500] [--recurrent tkan]
 """
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH_DIR)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), BENCH_DIR]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from _common import cpu_times, format_table, machine_info, other_load, target, write_result  # noqa: E402
+from benchmarks._common import (cpu_times, format_table, machine_info, other_load, percentile,  # noqa: E402
+                                serving_testutils, start_lems_serve, target, write_result)
+from lem_model.presets import PAPER_SIZES  # noqa: E402
 
 #: Issue 5: one order per gRPC Predict, paper config.
 TARGET_P99_MS = 20.0
-from lem_model.presets import PAPER_SIZES  # noqa: E402
 
 NORM_WINDOW = PAPER_SIZES["norm_window"]
 
@@ -53,38 +49,17 @@ def export(cfg: dict, base: str) -> None:
     from components.trainer.export import export_serving_model
     from lem_model.features import NUM_BAR_FEATURES
     from lem_model.model import build_lem
-    from serving_testutils import FeatureTransformStandIn
 
     keras.utils.set_random_seed(0)
     hp = dict(cfg)
     lookback, n_ahead = hp.pop("lookback"), hp.pop("n_ahead")
     model = build_lem(num_features=NUM_BAR_FEATURES, lookback=lookback, n_ahead=n_ahead, **hp)
     sizes = dict(norm_window=NORM_WINDOW, lookback=lookback, n_ahead=n_ahead)
-    export_serving_model(model, FeatureTransformStandIn(**sizes), os.path.join(base, "1"), **sizes)
-
-
-def start_server(base: str):
-    proc = subprocess.Popen([sys.executable, "-m", "lems_cli.main", "serve", "--model-base-path", base, "--port", "0",
-                             "--poll-seconds", "60"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.monotonic() + 300
-    line = ""
-    while " on 127.0.0.1:" not in line and time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline()
-    if " on 127.0.0.1:" not in line:
-        proc.kill()
-        raise RuntimeError("lems serve did not start")
-    return proc, line.split(" on ")[1].split()[0]
+    export_serving_model(model, serving_testutils().FeatureTransformStandIn(**sizes), os.path.join(base, "1"), **sizes)
 
 
 def bars_for(window_bars: int, n: int = 2000):
-    from serving_testutils import make_bars
-    return make_bars(max(n, window_bars + 50), freq_minutes=15)
-
-
-def percentile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+    return serving_testutils().make_bars(max(n, window_bars + 50), freq_minutes=15)
 
 
 def process_cpu_s(pid: int) -> float:
@@ -188,7 +163,7 @@ def main():
             t0 = time.perf_counter()
             export(cfg, base)
             export_s = time.perf_counter() - t0
-            proc, address = start_server(base)
+            proc, address, _ = start_lems_serve(base)
             busy0, total0 = cpu_times()
             try:
                 r = measure(address, args.requests, proc.pid)

@@ -5,16 +5,13 @@ process pinned to the same TensorFlow threads (`_common.pinned_env`; by default 
 2-core machine, which is what the Trainer runs: intra-op = inter-op = 2; `--inter-threads 1` runs one op at a
 time, the protocol of the sessions before 8), measures steady-state `train_on_batch`
 samples/s after warm-up (median over timed windows; the table shows the median over processes) and the batch-1
-forward latency; counts our model's FLOPs per training sample on the traced train step (`flops.py`); and
+forward latency; counts our model's FLOPs per training sample on the traced train step (`_flops.py`); and
 measures the machine's fp32 matmul peak (large `tf.matmul`, same threads; also with 1 thread, to detect the
 VM's one-core mode or contention) before and after, so achieved GFLOP/s can be compared with the limit.
 
 Prereq: benchmarks/setup_reference_venv.sh (builds benchmarks/.venv-ref with lems 0.1.1).
-Usage:  .venv/bin/python benchmarks/train_throughput.py [--configs paper,small] [--repeats 2] [--threads 2]
+Usage:  python -m benchmarks.train_throughput [--configs paper,small] [--repeats 2] [--threads 2]
         [--inter-threads N] (default: = --threads)
-        [--block-profile]   (adds a per-layer fwd+bwd time profile of our model at the first config)
-        [--matmul-floor]    (adds the matmul floor of our training step at the first config: every matrix
-                             product timed alone at its shapes, summed; `flops.matmul_floor`)
 """
 import argparse
 import os
@@ -22,11 +19,9 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (lem_model)
-from _common import (OURS_PYTHON, REF_PYTHON, cpu_times, format_table, machine_info, median,  # noqa: E402
-                     other_load, pinned_env, run_worker, target, write_result)
-from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: E402
+from benchmarks._common import (OURS_PYTHON, REF_PYTHON, cpu_times, format_table, machine_info, median, other_load,
+                                pinned_env, run_worker, target, write_result)
+from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG
 
 #: `lem_model.presets` names -> the workers' option names (ours_driver.py and reference_driver.py)
 _WORKER_OPTION = {"lookback": "lookback", "n_ahead": "n_ahead", "hidden_size": "hidden",
@@ -57,11 +52,9 @@ def timed_worker(python, script, args, env, timeout):
     return res
 
 
-def matmul_peak(env_for, threads_list=(1, 2), n=2048, seconds=3.0):
-    out = {}
-    for t in threads_list:
-        out[t] = run_worker(OURS_PYTHON, "matmul_peak.py", [t, n, seconds], env_for(t), 300)
-    return out
+def matmul_peak(env_for, threads_list=(1, 2), n=2048):
+    return {t: run_worker(OURS_PYTHON, "ours_driver", [f"--threads={t}", f"--matmul-peak={n}"], env_for(t), 300)
+            for t in threads_list}
 
 
 def main():
@@ -79,8 +72,6 @@ def main():
     p.add_argument("--latency-reps", type=int, default=30)
     p.add_argument("--jit", choices=["off", "on"], default="off",
                    help="XLA for both (off = the Keras default on CPU-only machines)")
-    p.add_argument("--block-profile", action="store_true")
-    p.add_argument("--matmul-floor", action="store_true")
     p.add_argument("--json-out", default=None, help="default benchmarks/results/train_throughput.json")
     a = p.parse_args()
     if not os.path.exists(REF_PYTHON):
@@ -105,7 +96,7 @@ def main():
 
     results = {}
     configs = [c.strip() for c in a.configs.split(",") if c.strip()]
-    for ci, cname in enumerate(configs):
+    for cname in configs:
         cfg = CONFIGS[cname]
         common = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()] + [
             f"--batch={a.batch}", f"--threads={a.threads}", f"--inter-threads={a.inter_threads}",
@@ -117,21 +108,15 @@ def main():
             for impl in order:
                 if impl == "ours":
                     extra = ["--flops"] if r == 0 else []
-                    res = timed_worker(OURS_PYTHON, "ours_driver.py", common + extra, env, 1800)
+                    res = timed_worker(OURS_PYTHON, "ours_driver", common + extra, env, 1800)
                 else:
-                    res = timed_worker(REF_PYTHON, "reference_driver.py", common, env, 1800)
+                    res = timed_worker(REF_PYTHON, "reference_driver", common, env, 1800)
                 runs[impl].append(res)
                 print(f"#   {cname:5s} run {r + 1}/{a.repeats} {impl:9s}: {res['samples_per_s_median']:8.1f} "
                       f"samples/s (windows {', '.join(f'{v:.1f}' for v in res['samples_per_s'])}), batch-1 "
                       f"latency {res['latency_ms_median']:.1f} ms, first step {res['first_step_s']:.1f} s, "
                       f"others' CPU share {100 * res['others_cpu_share']:.0f}%", flush=True)
         results[cname] = runs
-        if a.matmul_floor and ci == 0:
-            res = timed_worker(OURS_PYTHON, "ours_driver.py", common + ["--skip-train", "--matmul-floor"], env, 1800)
-            results[cname + "_matmul_floor"] = res
-        if a.block_profile and ci == 0:
-            res = timed_worker(OURS_PYTHON, "ours_driver.py", common + ["--skip-train", "--block-profile"], env, 1800)
-            results[cname + "_block_profile"] = res["block_profile"]
 
     peak_after = matmul_peak(env_for)
     print(f"# matmul peak after: 1 thread {peak_after[1]['gflops_median']:.1f}, {a.threads} threads "
@@ -169,13 +154,8 @@ def main():
           f"2-thread/1-thread scaling {scaling[0]:.2f} / {scaling[1]:.2f}"
           + ("  ** ONE-CORE MODE OR CONTENTION DETECTED (scaling < 1.4) **" if any(one_core) else ""))
     ours0 = results[configs[0]]["ours"][0]
-    print(f"FLOPs: {ours0['flops_method']}; forward only {ours0['forward_flops_per_sample'] / 1e6:.1f} "
-          f"MFLOP/sample; matmul part of train {ours0['train_matmul_flops_per_sample'] / 1e6:.1f} MFLOP/sample; "
-          f"Adam update ~{ours0['adam_flops_per_sample_estimate'] / 1e6:.2f} MFLOP/sample (not included)")
-    for cname in configs:
-        ours = results[cname]["ours"][0]
-        print(f"  {cname}: train FLOPs per sample by layer (MFLOP): " + ", ".join(
-            f"{k} {v / 1e6:.1f}" for k, v in ours["flops_by_scope_per_sample"].items() if v > 1e4))
+    print(f"FLOPs (benchmarks/_flops.py): matmul part of train {ours0['train_matmul_flops_per_sample'] / 1e6:.1f} "
+          f"MFLOP/sample; loops of unknown trip count {ours0['unknown_trip_loops']}")
     shares = [r["others_cpu_share"] for c in configs for v in results[c].values() for r in v]
     print(f"Contention: other processes used {100 * min(shares):.0f}-{100 * max(shares):.0f}% of the machine's "
           f"CPU during the runs (median {100 * median(shares):.0f}%).")
@@ -194,27 +174,6 @@ def main():
                    target(f"share of the fp32 matmul peak, paper config (issue 2: >= {100 * TARGET_PEAK_SHARE:.0f} %)",
                           f"{100 * gf / peak:.1f} % of {peak:.1f} GFLOP/s", f">= {100 * TARGET_PEAK_SHARE:.0f} %",
                           gf / peak >= TARGET_PEAK_SHARE)]
-    mf = results.get(configs[0] + "_matmul_floor")
-    if mf:
-        floor, flops = mf["matmul_floor_s"], results[configs[0]]["ours"][0]["train_flops_per_sample"] * a.batch
-        step_ms = 1e3 * a.batch / median([r["samples_per_s_median"] for r in results[configs[0]]["ours"]])
-        print()
-        print(f"Matmul floor ({configs[0]} config, batch {a.batch}): the step's {mf['matmul_floor_executions']} matrix "
-              f"products ({mf['matmul_floor_products']} distinct shapes) timed alone sum to {1e3 * floor:.0f} ms "
-              f"({mf['matmul_floor_flops'] / floor / 1e9:.1f} GFLOP/s on their own). A step with nothing else "
-              f"would reach {flops / floor / 1e9:.1f} GFLOP/s = {100 * flops / floor / 1e9 / peak:.1f}% of the "
-              f"peak; the measured step (median above) is {step_ms:.0f} ms. Heaviest products:")
-        print(format_table(["op", "operands", "flags", "per step", "ms each", "ms per step", "GFLOP/s"],
-                           [[r["op"], " x ".join(str(s_) for s_ in r["shapes"]), str(r["flags"]), r["per_step"],
-                             f"{r['ms_each']:.3f}", f"{r['ms_per_step']:.1f}", f"{r['gflops']:.1f}"]
-                            for r in mf["matmul_floor_top"][:10]]))
-    bp = results.get(configs[0] + "_block_profile")
-    if bp:
-        print()
-        print(f"Per-layer fwd+bwd time of our model ({configs[0]} config, batch {a.batch}; each layer replayed "
-              f"alone on its captured inputs):")
-        print(format_table(["layer", "ms per batch", "share of full step"],
-                           [[n, f"{ms:.0f}", s if isinstance(s, str) else f"{100 * s:.0f}%"] for n, ms, s in bp]))
     print(f"\n(total wall {time.time() - t_start:.0f} s)")
     path = write_result("train_throughput", targets, {"peak_before": peak_before, "peak_after": peak_after,
                                                       "results": results, "args": vars(a)}, path=a.json_out)

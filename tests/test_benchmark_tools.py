@@ -1,29 +1,24 @@
-"""The benchmark tooling measures what it claims: the FLOP counter of benchmarks/flops.py against hand counts,
-and the benchmark table formatter."""
-import os
-import sys
-
+"""The benchmark tooling measures what it claims: the FLOP counter of benchmarks/_flops.py against hand counts,
+the results page and the results files."""
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 
-def _count(fn, *args, model_name=None):
-    from flops import FlopCounter
-    c = FlopCounter(model_name)
-    c.walk(tf.function(fn).get_concrete_function(*args).graph)
-    return c
+def _count(fn, *args):
+    from benchmarks._flops import graph_flops
+    return graph_flops(tf.function(fn).get_concrete_function(*args).graph)
 
 
 def test_matmul_and_einsum_flops_are_exact():
     a, b = tf.zeros((3, 5, 7)), tf.zeros((7, 11))
     c = _count(lambda a, b: tf.matmul(a, b) + tf.einsum("bij,jk->bik", a, b), a, b)
-    assert c.matmul_flops == 2 * (2 * 3 * 5 * 7 * 11)
+    assert c["matmul"] == 2 * (2 * 3 * 5 * 7 * 11)
     x, y = tf.zeros((4, 6)), tf.zeros((9, 6))
-    assert _count(lambda x, y: tf.matmul(x, y, transpose_b=True), x, y).matmul_flops == 2 * 4 * 9 * 6
+    assert _count(lambda x, y: tf.matmul(x, y, transpose_b=True), x, y)["matmul"] == 2 * 4 * 9 * 6
+    p, q = tf.zeros((2, 1, 4, 6)), tf.zeros((3, 7, 6))     # broadcast batch dimensions, adjoint y
+    assert _count(lambda p, q: tf.matmul(p, q, adjoint_b=True), p, q)["matmul"] == 2 * (2 * 3) * 4 * 7 * 6
 
 
 def test_rnn_loop_counted_per_time_step_and_dead_code_pruned():
@@ -31,30 +26,27 @@ def test_rnn_loop_counted_per_time_step_and_dead_code_pruned():
     inp = keras.Input((steps, dim), batch_size=batch)
     out = keras.layers.LSTM(units, return_sequences=True)(keras.layers.Dense(units, use_bias=False)(inp))
     model = keras.Model(inp, out)
-    c = _count(lambda x: model(x), tf.zeros((batch, steps, dim)), model_name=model.name)
+    c = _count(lambda x: model(x), tf.zeros((batch, steps, dim)))
     dense = 2 * batch * steps * dim * units
     lstm = steps * 2 * (2 * batch * units * 4 * units)  # x@W and h@U per step; the shape-probing step is dead
-    assert c.unknown_trip_loops == 0
-    assert c.matmul_flops == dense + lstm
+    assert c["unknown_trip_loops"] == 0
+    assert c["matmul"] == dense + lstm
 
 
-def test_matmul_floor_inventory_lists_every_product_with_its_executions():
-    """The matmul floor (flops.matmul_floor) times each recorded (op, shapes, flags) once and multiplies by its
-    executions per step: a product inside a recurrent loop must be listed once per time step."""
+def test_gradient_loops_are_counted_per_time_step():
+    """The backward pass of a recurrent layer is a while loop too; its trip count comes from the forward loop."""
     batch, steps, dim, units = 4, 10, 16, 32
     inp = keras.Input((steps, dim), batch_size=batch)
-    out = keras.layers.GRU(units, return_sequences=True)(inp)
-    model = keras.Model(inp, out)
-    x = tf.zeros((batch, steps, dim))
+    model = keras.Model(inp, keras.layers.GRU(units, return_sequences=True)(inp))
 
     def f(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(model(x))
         return tape.gradient(loss, model.trainable_variables)
-    c = _count(f, x, model_name=model.name)
-    assert c.unknown_trip_loops == 0 and c.matmuls
-    recurrent = ("MatMul", ((batch, units), (units, 3 * units)), (False, False))  # h @ U, once per time step
-    assert c.matmuls[recurrent] == steps
+    forward = _count(lambda x: model(x), tf.zeros((batch, steps, dim)))
+    c = _count(f, tf.zeros((batch, steps, dim)))
+    assert c["unknown_trip_loops"] == 0
+    assert c["matmul"] > 2 * forward["matmul"]   # the backward's products: h @ U's two gradients per step
 
 
 def test_only_the_larger_branch_of_a_conditional_is_counted():
@@ -63,42 +55,22 @@ def test_only_the_larger_branch_of_a_conditional_is_counted():
     def f(x, flag):
         return tf.cond(flag, lambda: tf.matmul(tf.matmul(x, x), x), lambda: tf.matmul(x, x))
     c = _count(f, x, tf.constant(True))
-    assert c.matmul_flops == 2 * (2 * 8 * 8 * 8)
+    assert c["matmul"] == 2 * (2 * 8 * 8 * 8)
 
 
 def test_format_table_aligns_columns():
-    from _common import format_table
+    from benchmarks._common import format_table
     lines = format_table(["a", "long header"], [[1, 2], ["wide cell", 3]]).splitlines()
     assert len({len(l) for l in lines}) == 1
     assert lines[0].startswith("| a ") and "long header" in lines[0]
 
 
-def test_step_ab_settings_are_model_options_applied_to_that_variant_only():
-    """benchmarks/step_ab.py: `NAME=VALUE` settings are `build_lem` options (or the optimizer), given to one
-    variant's model; malformed ones are refused with a message."""
-    import argparse
-
-    import keras
-    import step_ab
-    from lem_model.optim import LemAdam
-    from lem_model_testutils import NUM_FEATURES, TINY
-
-    assert step_ab.parse_setting("implementation=reference") == ("implementation", "reference")
-    assert step_ab.parse_setting("xla_max_batch=0") == ("xla_max_batch", 0)
-    a = step_ab.build_variant(dict([step_ab.parse_setting("implementation=reference")]), TINY, NUM_FEATURES)
-    b = step_ab.build_variant(dict([step_ab.parse_setting("optimizer=adam")]), TINY, NUM_FEATURES)
-    assert a.implementation == "reference" and isinstance(a.optimizer, LemAdam)
-    assert b.implementation == "auto" and type(b.optimizer) is keras.optimizers.Adam
-    for bad in ("implementation", "no_such_option=1", "optimizer=sgd", "lem_model.model.TRAIN_CONTEXT_CHUNKS=1"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            step_ab.parse_setting(bad)
-
-
 def test_results_page_rows_come_from_the_targets_of_each_results_file(tmp_path):
     import json
-    import results_page
+
+    from benchmarks import results_page
     common = {"date": "2026-12-02T10:00:00+00:00", "commit": "abc1234", "machine": {"cpu": "CPU X", "cores": 2},
-              "command": "benchmarks/x.py --fast"}
+              "command": "python -m benchmarks.x --fast"}
     (tmp_path / "demo.json").write_text(json.dumps({**common, "targets": [
         {"target": "blessed", "value": "BLESSED", "goal": "every slice", "met": True, "page": True}]}))
     (tmp_path / "zz.json").write_text(json.dumps({**common, "targets": [
@@ -111,7 +83,7 @@ def test_results_page_rows_come_from_the_targets_of_each_results_file(tmp_path):
     lines = table.splitlines()
     assert lines[0].startswith("| target | value | goal | met |")
     assert lines[2] == ("| blessed | BLESSED | every slice | yes | 2026-12-02, abc1234 | CPU X, 2 cores | "
-                        "`benchmarks/x.py --fast` |")
+                        "`python -m benchmarks.x --fast` |")
     assert lines[3].startswith("| ratio | 0.912 [0.800, 1.050] | < 1 | **no** |")
     assert lines[4].startswith("| zz: the 3 other targets (`results/zz.json`) | 1 of 2 met |")
     assert len(lines) == 5  # the file without targets adds no row
@@ -122,19 +94,21 @@ def test_results_page_rows_come_from_the_targets_of_each_results_file(tmp_path):
 
 
 def test_results_page_is_current():
-    import results_page
-    assert results_page.main(["--check"]) == 0, "run benchmarks/results_page.py after a benchmark writes its JSON"
+    from benchmarks import results_page
+    assert results_page.main(["--check"]) == 0, "run `python -m benchmarks.results_page` after a benchmark writes"
 
 
 def test_write_result_records_where_and_how_a_figure_was_measured(tmp_path):
     import json
-    import _common
+
+    from benchmarks import _common
     path = _common.write_result("x", [_common.target("t", 1.5, "< 2", True)], {"extra": 3},
                                 path=str(tmp_path / "x.json"))
     out = json.loads(open(path).read())
     assert out["targets"] == [{"target": "t", "value": 1.5, "goal": "< 2", "met": True, "page": True}]
     assert out["extra"] == 3 and out["name"] == "x"
     assert {"date", "commit", "machine", "command"} <= set(out) and out["machine"]["cores"] >= 1
+    assert out["command"].startswith("python -m benchmarks.")   # as typed from the repository root
 
 
 def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypatch):
@@ -142,11 +116,12 @@ def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypat
     (notes, the results page) do not count."""
     import subprocess
 
-    import _common
+    from benchmarks import _common
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    for name in ("code.py", "benchmarks/results/r.json", "benchmarks/RESULTS.md", "benchmarks/HISTORY.md"):
+    (tmp_path / "docs").mkdir()
+    for name in ("code.py", "benchmarks/results/r.json", "benchmarks/RESULTS.md", "docs/experiments.md"):
         (tmp_path / name).write_text("1\n")
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
@@ -155,36 +130,15 @@ def test_git_commit_names_a_dirty_tree_but_not_fresh_results(tmp_path, monkeypat
     assert _common.git_commit() == head
     (tmp_path / "benchmarks/results/r.json").write_text("2\n")
     (tmp_path / "benchmarks/RESULTS.md").write_text("2\n")
-    (tmp_path / "benchmarks/HISTORY.md").write_text("2\n")
+    (tmp_path / "docs/experiments.md").write_text("2\n")
     (tmp_path / "untracked.txt").write_text("new\n")
     assert _common.git_commit() == head
     (tmp_path / "code.py").write_text("2\n")
     assert _common.git_commit() == head + "+dirty"
 
 
-def test_benchmarks_take_config_overrides_as_lems_run_does(tmp_path):
-    import rate_cap
-    import reproduce
-    import reproduce_tails
-    from _common import load_config
-    crypto = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "reproduce",
-                          "crypto.yaml")
-    config = load_config(crypto, ["model.input_clip=5", "root=./runs/crypto-v6"])
-    assert config.model.input_clip == 5.0 and config.root == "./runs/crypto-v6"
-    assert config.sizes == load_config(crypto).sizes            # everything else as the file says
-    out, empty = str(tmp_path / "x.json"), str(tmp_path / "empty.yaml")   # a root with no run: nothing to read
-    load_config(crypto, [f"root={tmp_path / 'root'}"]).save(empty)
-    for main, args in ((reproduce.main, ["--experiment", "crypto", "--config", empty, "--split", "eval"]),
-                       (reproduce_tails.main, ["--config", empty, "--output", out]),
-                       (rate_cap.main, ["--config", empty, "--split", "eval", "--output", out])):
-        with pytest.raises(SystemExit) as err:   # before anything runs or is written
-            main(args + ["--set", "model.input_clp=5"])
-        assert "input_clp" in str(err.value) and "config.model" in str(err.value)
-    assert not os.path.exists(out) and not (tmp_path / "root").exists()
-
-
 def test_results_page_rows_of_a_backtest_json():
-    import results_page
+    from benchmarks import results_page
     fig = lambda v, lo, hi: {"match_vwap_std_ratio": {"value": v, "lo": lo, "hi": hi}}  # noqa: E731
     content = {"name": "crypto", "date": "2026-12-07", "commit": "abc", "machine": {"cpu": "X", "cores": 2},
                "command": "lems backtest --config c.yaml",
