@@ -1,4 +1,5 @@
-"""Order and bar semantics of a request: ONE rule set for the serving client and the serving signatures.
+"""Order and bar semantics of a request: ONE rule set for the serving client, the serving signatures and
+(for the bar values) the market-data ingestion.
 
 A request carries, per order `b`, the raw bars `volume`, `quote_volume` `[B, T]`, `timestamp` `[B, T]` (bar
 open times), `frequency_minutes` `[B]` and the rate constraints `min_rate`, `max_rate` `[B]` (fractions of
@@ -19,6 +20,11 @@ the order per bar). It is refused, never scheduled, unless
     share_left` (what is left can be traded in the bars left at the maximum rate), within RATE_TOL. For the
     signatures `horizon = bars_left = N` and `share_left = 1`; the client uses the order's `T_max`, the bars
     it has left and the share of the order still to trade.
+
+A VALID BAR (`bar_nonnegative`, `bar_consistent`, `valid_bars`: one boolean per bar) is the same everywhere:
+finite volume and quote volume >= 0, empty on both sides or on neither, with a finite positive implied price.
+The ingestion (`components.market_data.readers`) refuses a row that breaks it (its `bad_rows` policy: an error
+naming file, row, asset and time, or a counted drop), so every bar of every example passes the serving rules.
 
 Each rule is a predicate written against an array namespace `xp` (NumPy here; `tf.experimental.numpy` in
 the exported signatures, `components.trainer.export`), returning one boolean per order; `check_numpy`
@@ -99,19 +105,39 @@ def _spacing(xp, r, ctx):
     return xp.logical_or(exact, xp.logical_and(session, whole_bars))
 
 
+# ---- THE definition of a valid bar, per bar (ingestion, both serving signatures, the client, the backfill)
+def bar_nonnegative(xp, x):
+    """Per bar: `x` (a volume or a quote volume) is finite and >= 0."""
+    x = _f64(xp, x)
+    return xp.logical_and(xp.isfinite(x), x >= 0)
+
+
+def bar_consistent(xp, volume, quote_volume):
+    """Per bar: empty (volume <= ZERO_TOL) exactly when the quote volume is, and a non-empty bar has a finite
+    implied price quote_volume / volume > 0. A bar with volume 0 and quote volume > 0 (or the reverse) is
+    NOT a valid bar: neither side can be trusted, and no price can be read from it."""
+    v, q = _f64(xp, volume), _f64(xp, quote_volume)
+    v_empty, q_empty = v <= ZERO_TOL, q <= ZERO_TOL
+    price = q / xp.where(v_empty, xp.ones_like(v), v)
+    good_price = xp.logical_or(v_empty, xp.logical_and(xp.isfinite(price), price > 0))
+    return xp.logical_and(xp.equal(v_empty, q_empty), good_price)
+
+
+def valid_bars(volume, quote_volume) -> np.ndarray:
+    """NumPy: per bar, True where the bar is valid (`bar_nonnegative` both sides and `bar_consistent`)."""
+    with np.errstate(all="ignore"):
+        return np.logical_and.reduce([bar_nonnegative(np, volume), bar_nonnegative(np, quote_volume),
+                                      bar_consistent(np, volume, quote_volume)])
+
+
 def _nonneg(name):
     def check(xp, r, ctx):
-        v = _f64(xp, r[name])
-        return xp.all(xp.logical_and(xp.isfinite(v), v >= 0), axis=1)
+        return xp.all(bar_nonnegative(xp, r[name]), axis=1)
     return check
 
 
 def _consistent(xp, r, ctx):
-    v, q = _f64(xp, r["volume"]), _f64(xp, r["quote_volume"])
-    v_empty, q_empty = v <= ZERO_TOL, q <= ZERO_TOL
-    price = q / xp.where(v_empty, xp.ones_like(v), v)
-    good_price = xp.logical_or(v_empty, xp.logical_and(xp.isfinite(price), price > 0))
-    return xp.all(xp.logical_and(xp.equal(v_empty, q_empty), good_price), axis=1)
+    return xp.all(bar_consistent(xp, r["volume"], r["quote_volume"]), axis=1)
 
 
 def _rate_range(name):

@@ -11,6 +11,11 @@ Before anything runs, `check_metadata_store` pairs the pipeline root with its ML
 store is new or empty while the pipeline root already holds artifacts is refused (TFX would restart its
 execution ids and overwrite or delete the earlier artifacts), and so is a store other than the one recorded
 in `<pipeline_root>/_lems_metadata_store.json`. Nothing is deleted; the message says how to proceed.
+
+One run per root: `run` holds the root's run lock (`pipeline.run_lock.RunLock`, an OS file lock on
+`<root>/_lems_run.lock`) for the whole run; a second run on the same root is refused at once with
+`RunInProgress` naming the holder (pid, host, start time), and the lock of a killed run is taken over with a
+warning.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from typing import Dict, List, Optional
 
 from pipeline.configs import PipelineConfig
 from pipeline.pipeline import create_pipeline
+from pipeline.run_lock import RUN_LOCK_FILE, RunInProgress, RunLock  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -51,8 +57,53 @@ class RunSummary:
         return {k: v.state for k, v in self.nodes.items()}
 
 
+#: What each component does while it runs, for the progress lines (`ComponentProgress`).
+STEP_WORK = {
+    "MarketDataExampleGen": "reading the bar files, resampling, cutting and splitting the order windows",
+    "StatisticsGen": "computing statistics of the examples",
+    "CuratedSchemaGen": "writing the curated schema",
+    "ExampleValidator": "checking the examples against the schema",
+    "AnomaliesGate": "stopping the run if the examples have anomalies",
+    "Transform": "applying the feature builder to the train and eval splits",
+    "Trainer": "training the LEM (the first epoch also builds the input pipeline and compiles the training "
+               "step), then exporting the SavedModel",
+    "latest_blessed_model_resolver": "looking up the latest blessed model",
+    "VwapCurveBaseline": "estimating the intraday volume profile on the train split, annotating the evaluated "
+                         "splits",
+    "Evaluator": "slippage of the model and the baselines per slice, bootstrap intervals, the blessing gate",
+    "ServingCheck": "loading the SavedModel as TF Serving does, replaying its warm-up requests, comparing with "
+                    "the Python path",
+    "Pusher": "copying the model to the serving directory if it was blessed",
+    "ExecutionReport": "computing the report's tables and figures on the test split, rendering the HTML",
+}
+
+
+def step_work(node: str) -> str:
+    """`STEP_WORK` of a component id (resolver ids carry a suffix)."""
+    return next((work for prefix, work in STEP_WORK.items() if node == prefix or node.startswith(prefix + "-")),
+                "running")
+
+
+class _LastWrite:
+    """sys.stdout while a run is in progress: writes through, remembering when it last printed anything."""
+
+    def __init__(self, stream):
+        self._stream, self.last = stream, time.monotonic()
+
+    def write(self, text):
+        if text:
+            self.last = time.monotonic()
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 class ComponentProgress(logging.Filter):
-    """Prints `[pipeline] i/n Component finished in s (total s)` as each component of a LocalDagRunner run ends.
+    """Prints `[pipeline] i/n Component: what it does` as each component of a LocalDagRunner run starts,
+    `[pipeline] i/n Component finished in s (total s)` as it ends, and, while one runs and nothing has been
+    printed for `quiet_seconds` (10 s), `[pipeline] Component still running (s): what it does`, so a run is
+    never silent for longer without saying what it does.
 
     LocalDagRunner runs the components one after the other and announces each on TFX's absl logger
     ("Component %s is running." / "Component %s is finished."). This context manager watches those records
@@ -62,12 +113,15 @@ class ComponentProgress(logging.Filter):
     """
     _EVENT = re.compile(r"^Component (\S+) is (running|finished)\.$")
 
-    def __init__(self, total: int, *, enabled: bool = True, stream=None):
+    def __init__(self, total: int, *, enabled: bool = True, stream=None, quiet_seconds: float = 10.0):
         super().__init__()
         self.total, self.enabled, self.stream = total, enabled, stream
+        self.quiet_seconds = float(quiet_seconds)
         self.finished: List[tuple] = []           # (component id, seconds), in order
         self._running: Optional[tuple] = None     # (component id, start time)
         self._logger = logging.getLogger("absl")
+        self._watch: Optional[_LastWrite] = None
+        self._done = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         match = self._EVENT.match(record.getMessage()) if record.levelno == logging.INFO else None
@@ -75,6 +129,7 @@ class ComponentProgress(logging.Filter):
             node, what = match.groups()
             if what == "running":
                 self._running = (node, time.time())
+                self._print(f"[pipeline] {len(self.finished) + 1}/{self.total} {node}: {step_work(node)}")
             elif self._running and self._running[0] == node:
                 seconds = time.time() - self._running[1]
                 self.finished.append((node, seconds))
@@ -86,8 +141,25 @@ class ComponentProgress(logging.Filter):
     def _print(self, line: str) -> None:
         if self.enabled:
             print(line, file=self.stream or sys.stdout, flush=True)
+            if self._watch is not None:
+                self._watch.last = time.monotonic()
+
+    def _heartbeat(self):
+        while not self._done.wait(0.5):
+            running = self._running
+            if running and time.monotonic() - self._watch.last >= self.quiet_seconds:
+                node, t0 = running
+                self._print(f"[pipeline] {node} still running ({time.time() - t0:.0f} s): {step_work(node)}")
 
     def __enter__(self):
+        if self.enabled and self.quiet_seconds > 0:
+            import threading
+            self._watch = _LastWrite(sys.stdout)
+            sys.stdout = self._watch
+            if self.stream is not None and self.stream is self._watch._stream:
+                self.stream = self._watch
+            self._done = threading.Event()
+            threading.Thread(target=self._heartbeat, name="pipeline-progress", daemon=True).start()
         self._start = time.time()
         self._old_level = self._logger.level
         self._floor = self._logger.getEffectiveLevel()
@@ -103,6 +175,12 @@ class ComponentProgress(logging.Filter):
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._watch is not None:
+            self._done.set()
+            if sys.stdout is self._watch:
+                sys.stdout = self._watch._stream
+            if self.stream is self._watch:
+                self.stream = self._watch._stream
         self._logger.removeFilter(self)
         if self._old_verbosity is not None:
             from absl import logging as absl_logging
@@ -193,10 +271,16 @@ def check_metadata_store(config: PipelineConfig) -> str:
 def run(config: PipelineConfig, *, progress: bool = True) -> RunSummary:
     """Run the whole pipeline locally; raises if a component fails. Returns the run's summary.
 
-    progress: print one line per component as it finishes, with its elapsed time (`ComponentProgress`)."""
-    from tfx import v1 as tfx
+    Holds the root's run lock (`RunLock`) throughout: a second run on the same root raises `RunInProgress`
+    at once, naming the holder. progress: print one line per component as it finishes, with its elapsed
+    time (`ComponentProgress`)."""
     config = config.resolved()
-    os.makedirs(config.root, exist_ok=True)
+    with RunLock(config.root):
+        return _run_locked(config, progress=progress)
+
+
+def _run_locked(config: PipelineConfig, *, progress: bool) -> RunSummary:
+    from tfx import v1 as tfx
     check_metadata_store(config)   # refuses a new/emptied/other store for a root that holds artifacts
     pipeline = create_pipeline(config, metadata_connection_config=metadata_connection(config.metadata_sqlite))
     start = time.time()

@@ -91,7 +91,7 @@ def test_dropped_outlier_is_counted_and_absent_from_the_examples(tmp_path):
 # ------------------------------------------------------------------------------------------- open-time units
 def _klines(tmp_path, unit_scale, name="BTCUSDT-15m-2024-01.csv"):
     t = 1704067200 + 900 * np.arange(4)  # 2024-01-01 00:00 UTC
-    lines = [f"{ts * unit_scale},1,1,1,1,{i + 1},{(ts + 900) * unit_scale - 1},{(i + 1) * 2.5},1,0,0,0"
+    lines = [f"{ts * unit_scale},2.5,2.5,2.5,2.5,{i + 1},{(ts + 900) * unit_scale - 1},{(i + 1) * 2.5},1,0,0,0"
              for i, ts in enumerate(t)]
     p = tmp_path / name
     p.write_text("\n".join(lines) + "\n")

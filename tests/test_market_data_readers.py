@@ -175,10 +175,11 @@ def test_non_numeric_field(tmp_path):
 
 
 def test_mixed_timezones(tmp_path):
+    # values with offsets are each converted with their own (issue 36: a zone's offset changes at DST)
     p = write(tmp_path, "t.csv", "timestamp,asset,volume,quote_volume\n"
-                                 "2020-01-02T00:00:00+00:00,A,1,1\n2020-01-02T00:15:00+01:00,A,1,1\n")
-    with pytest.raises(MarketDataError, match=r"t\.csv: row 3: mixed timezones"):
-        readers.read_bars(p)
+                                 "2020-01-02T00:00:00+00:00,A,1,1\n2020-01-02T01:15:00+01:00,A,1,1\n")
+    assert readers.read_bars(p).timestamp.tolist() == [utc("2020-01-02 00:00"), utc("2020-01-02 00:15")]
+    # naive and offset-bearing values in one column stay an error
     p = write(tmp_path, "n.csv", "timestamp,asset,volume,quote_volume\n"
                                  "2020-01-02 00:00:00,A,1,1\n2020-01-02T00:15:00+00:00,A,1,1\n")
     with pytest.raises(MarketDataError, match=r"n\.csv: row 3: mixed timezones"):

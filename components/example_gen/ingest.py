@@ -18,14 +18,17 @@ Beam graph (`MarketDataToExamples`), per the TFX custom-ExampleGen pattern:
       bars, those with estimated quote volume, estimated bars replaced by true-quote ones, rows of other bar
       lengths, examples per split and those with an estimated execution bar), "series" (per asset and
       frequency: the source bar length used, bars, estimated bars, first/last bar, segments, examples per
-      split), "outliers" (the flagged bars, up to `MAX_LISTED_OUTLIERS` per series), "config", "files"; a
-      failed run adds "status": "failed" and "error").
+      split), "outliers" (the flagged bars, up to `MAX_LISTED_OUTLIERS` per series), "config", "files",
+      "file_sha256" (each input file's content hash; `run_ingestion` into a folder holding an earlier report
+      adds "files_changed_since_previous_run"); per asset also "rows_quote_volume_filled" and "rows_dropped"
+      (the readers' drops by reason); a failed run adds "status": "failed" and "error").
 
 Per asset: ONE source bar length (`select_source_bars`: the declared one, or the only one; two without a
 declaration is an error naming files, asset and lengths), its files merged with true quote volume preferred
 per bar over estimated (`_merge_chunks`; e.g. Binance Data Vision klines + freqtrade caches: list both in
 `input_patterns`), then per frequency the causal outlier scores (`components.market_data.outliers`; flag /
-drop / off). The backfill (`backfill.beam_pipeline`) runs this same graph, so its bars are validated, refused
+drop / off) and the whole-series screen (`outliers.screen`: isolated spikes and VWAPs, same modes). The
+backfill (`backfill.beam_pipeline`) runs this same graph, so its bars are validated, refused
 and counted (`ingestion.*` counters) the same way.
 
 Memory: the grouping step carries only (asset, file path) pairs, so a worker holds one asset's bars at a
@@ -208,6 +211,9 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
     breaks = np.concatenate([[False], np.diff(ts) // (int(freq) * 60) - 1 > config.max_gap_bars])
     flags = outliers.detect(vol, qv, window=config.outlier_window, volume_z=config.outlier_volume_z,
                             return_z=config.outlier_return_z, breaks=breaks)
+    # the whole-series screen (non-causal): what the causal scores miss (isolated spikes, altered VWAPs)
+    scr = outliers.screen(vol, qv, window=config.outlier_window, volume_z=config.screen_volume_z,
+                          vwap_z=config.screen_vwap_z, breaks=breaks)
     # Bars outside [start, end) are in no example; inside, any bar may be (an execution bar of one window, the
     # lookback or normalisation bar of a later window, possibly of a later split).
     lo, hi = config.split_ranges()[0][0], config.split_ranges()[-1][1]
@@ -216,8 +222,11 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
         used &= ts < hi
     flags.volume &= used
     flags.vwap_return &= used
-    bad = flags.any
+    scr.spike &= used & ~flags.any  # a bar the causal scores flag is counted there
+    scr.vwap &= used & ~flags.any
+    bad = flags.any | scr.any
     for key, mask in (("bars_outlier_volume", flags.volume), ("bars_outlier_vwap_return", flags.vwap_return),
+                      ("bars_outlier_screen_spike", scr.spike), ("bars_outlier_screen_vwap", scr.vwap),
                       ("bars_outlier", bad)):
         _count(counts, key, int(mask.sum()))
         _count(counts, f"{key}_{freq}m", int(mask.sum()))
@@ -225,8 +234,10 @@ def _outliers(asset: str, freq: int, ts: np.ndarray, vol: np.ndarray, qv: np.nda
         return ts, vol, qv, est
     if notes is not None:
         for i in np.flatnonzero(bad)[:MAX_LISTED_OUTLIERS]:
-            kind = "+".join(k for k, m in (("volume", flags.volume), ("vwap_return", flags.vwap_return)) if m[i])
-            z = flags.volume_z[i] if flags.volume[i] else flags.return_z[i]
+            kind = "+".join(k for k, m in (("volume", flags.volume), ("vwap_return", flags.vwap_return),
+                                           ("isolated_spike", scr.spike), ("isolated_vwap", scr.vwap)) if m[i])
+            z = (flags.volume_z[i] if flags.volume[i] else flags.return_z[i] if flags.vwap_return[i] else
+                 scr.spike_z[i] if scr.spike[i] else scr.vwap_z[i])
             notes.append({"kind": "outlier", "asset": asset, "frequency_minutes": int(freq), "time": _iso(ts[i]),
                           "score": kind, "z": round(float(z), 1), "volume": float(vol[i]),
                           "quote_volume": float(qv[i])})
@@ -256,10 +267,12 @@ def asset_series(asset: str, chunks: Iterable[readers.BarChunk], config: Ingesti
     per (asset, frequency) series ("kind": "series": source bar length, bars, estimated bars, date range,
     examples per split) and the flagged outliers ("kind": "outlier") are appended to it."""
     before = dict(counts)
-    merged = _merge_chunks(asset, select_source_bars(asset, list(chunks), config, counts), config, counts)
+    chunks = list(chunks)
+    merged = _merge_chunks(asset, select_source_bars(asset, chunks, config, counts), config, counts)
     sources = sorted(merged)
     asset_note = {"kind": "asset", "asset": asset, "source_minutes": sources[0] if sources else None,
                   "source_bars": 0, "source_bars_quote_volume_estimated": 0,
+                  readers.MISSING_QUOTE_FILLED: int(sum(c.n_quote_filled for c in chunks)),
                   "bars_duplicate_replaced_by_true_quote": (counts.get("bars_duplicate_replaced_by_true_quote", 0)
                                                             - before.get("bars_duplicate_replaced_by_true_quote", 0)),
                   "rows_other_bar_length": counts.get("rows_other_bar_length", 0)
@@ -380,7 +393,8 @@ def read_asset(asset: str, paths: Sequence[str], config: IngestionConfig, counts
     chunks = []
     for path in sorted(paths):
         for chunk in readers.read_file(path, bad_rows=config.bad_rows, drops=counts, chunk_rows=config.chunk_rows,
-                                       asset=asset, quote_volume=config.quote_volume):
+                                       asset=asset, quote_volume=config.quote_volume,
+                                       missing_quote_volume=config.missing_quote_volume, timezone=config.timezone):
             _count(counts, "rows_read", chunk.n_read)
             if len(chunk):
                 chunks.append(chunk)
@@ -406,6 +420,8 @@ class _AssetExamplesFn(beam.DoFn):
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, key).inc(n)
             yield beam.pvalue.TaggedOutput("counts", (key, n))
         for note in notes:
+            if note["kind"] == "asset":  # `counts` is this asset's: its rows dropped by the readers, by reason
+                note["rows_dropped"] = {k: int(counts[k]) for k in sorted(counts) if k in READER_DROPS}
             yield beam.pvalue.TaggedOutput("notes", note)
 
 
@@ -421,10 +437,38 @@ class _ListAssetsFn(beam.DoFn):
             yield asset, path
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "files_read").inc()
         yield beam.pvalue.TaggedOutput("counts", ("files_read", 1))
+        yield beam.pvalue.TaggedOutput("hashes", (path, file_sha256(path)))
+
+
+#: Reader drop counters (`components.market_data.readers`), listed per asset in the report.
+READER_DROPS = (readers.DROP_NON_FINITE, readers.DROP_NEGATIVE_VOLUME, readers.DROP_NON_POSITIVE_PRICE,
+                readers.DROP_DUPLICATE_TIMESTAMP, readers.DROP_INCONSISTENT_VOLUME, readers.DROP_VWAP_OUTSIDE_RANGE,
+                readers.DROP_MISSING_QUOTE)
+
+
+def file_sha256(path: str) -> str:
+    """sha256 (hex) of a local or remote (Beam filesystems) file's bytes."""
+    import hashlib
+    from apache_beam.io.filesystems import FileSystems
+    h = hashlib.sha256()
+    with FileSystems.open(path, compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def changed_files(report: dict, previous: dict | None) -> dict:
+    """Input files whose sha256 differs between `previous` and `report` (their "file_sha256"):
+    {"changed": [...], "added": [...], "removed": [...]}, each sorted; empty lists without a previous report."""
+    old, new = dict((previous or {}).get("file_sha256") or {}), dict(report.get("file_sha256") or {})
+    if not old:
+        return {"changed": [], "added": [], "removed": []}
+    return {"changed": sorted(f for f in new if f in old and new[f] != old[f]),
+            "added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new))}
 
 
 def _report(counts: Iterable[tuple[str, int]], config_json: str, files: Sequence[str],
-            notes: Iterable[dict] = ()) -> dict:
+            notes: Iterable[dict] = (), hashes: dict | None = None) -> dict:
     totals: dict[str, int] = {}
     for k, n in counts:
         totals[k] = totals.get(k, 0) + int(n)
@@ -433,6 +477,7 @@ def _report(counts: Iterable[tuple[str, int]], config_json: str, files: Sequence
     assets = {d["asset"]: {k: v for k, v in d.items() if k not in ("kind", "asset")}
               for d in sorted((d for d in notes if d["kind"] == "asset"), key=lambda d: d["asset"])}
     return {"counts": dict(sorted(totals.items())), "config": json.loads(config_json), "files": list(files),
+            "file_sha256": {f: (hashes or {}).get(f) for f in files},
             "examples_per_split": {s: totals.get(f"examples_{s}", 0) for s in SPLIT_NAMES},
             "assets": assets,
             "series": sorted((d for d in notes if d["kind"] == "series"), key=key),
@@ -445,6 +490,14 @@ def failed_report(error: BaseException, config: IngestionConfig, files: Sequence
     `"status": "failed"` and the error message."""
     out = dict(report) if report else {"counts": {}, "config": json.loads(config.to_json()), "files": list(files),
                                         "examples_per_split": {}, "assets": {}, "series": [], "outliers": []}
+    if not out.get("file_sha256"):
+        hashes = {}
+        for f in files:
+            try:
+                hashes[f] = file_sha256(f)
+            except Exception:  # pylint: disable=broad-except  (a file gone or unreadable: no hash)
+                hashes[f] = None
+        out["file_sha256"] = hashes
     out.update(status="failed", error=f"{type(error).__name__}: {error}")
     return out
 
@@ -472,7 +525,7 @@ def MarketDataToExampleBatches(pipeline: beam.Pipeline, files: Sequence[str], co
     listed = (pipeline
               | "Files" >> beam.Create(list(files))
               | "ReshuffleFiles" >> beam.Reshuffle()
-              | "ListAssets" >> beam.ParDo(_ListAssetsFn(config)).with_outputs("counts", main="pairs"))
+              | "ListAssets" >> beam.ParDo(_ListAssetsFn(config)).with_outputs("counts", "hashes", main="pairs"))
     made = (listed.pairs
             | "GroupByAsset" >> beam.GroupByKey()
             | "AssetExamples" >> beam.ParDo(_AssetExamplesFn(config)).with_outputs("counts", "notes", *SPLIT_NAMES))
@@ -482,7 +535,8 @@ def MarketDataToExampleBatches(pipeline: beam.Pipeline, files: Sequence[str], co
     out["report"] = ((listed.counts, made.counts)
                      | "AllCounts" >> beam.Flatten()
                      | "CollectCounts" >> beam.combiners.ToList()
-                     | "Report" >> beam.Map(_report, config_json, list(files), beam.pvalue.AsSingleton(notes)))
+                     | "Report" >> beam.Map(_report, config_json, list(files), beam.pvalue.AsSingleton(notes),
+                                            beam.pvalue.AsDict(listed.hashes)))
     return out
 
 
@@ -562,8 +616,12 @@ def check_report(report: dict, config: IngestionConfig) -> None:
             f"market-data ingestion flagged {c['bars_outlier']} outlier bar(s) ({c.get('bars_outlier_volume', 0)} "
             f"by volume, {c.get('bars_outlier_vwap_return', 0)} by bar-VWAP return; robust scores against the "
             f"previous {config.outlier_window} bars, thresholds outlier_volume_z={config.outlier_volume_z}, "
-            f"outlier_return_z={config.outlier_return_z}):\n  {listed}\nFix those bars in the input files, or set "
-            f"outliers: drop (remove and count them) or off, or raise the thresholds if the bars are real.")
+            f"outlier_return_z={config.outlier_return_z}; {c.get('bars_outlier_screen_spike', 0)} isolated "
+            f"volume spike(s) and {c.get('bars_outlier_screen_vwap', 0)} isolated VWAP(s) by the whole-series "
+            f"screen against the bars on both sides, screen_volume_z={config.screen_volume_z}, "
+            f"screen_vwap_z={config.screen_vwap_z}):\n  {listed}\nCorrupt values? Fix those bars in the input "
+            f"files, or set outliers: drop (remove and count them) or off, or raise the thresholds if the bars "
+            f"are real.")
     low = {s: n for s, n in report["examples_per_split"].items() if n < config.min_examples_per_split}
     if low:
         bounds = [config.start, config.eval_start, config.test_start, config.end]
@@ -591,6 +649,13 @@ def run_ingestion(input_base: str, output_dir: str, config: IngestionConfig,
     report_path = os.path.join(output_dir, REPORT_FILE)
     files: list = []
     report = None
+    previous = None
+    if os.path.exists(report_path):  # a rerun into the same folder: say which input files changed
+        try:
+            with open(report_path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = None
     try:
         files = readers.list_input_files(input_base, config.input_patterns)
         options = beam.options.pipeline_options.PipelineOptions(list(beam_pipeline_args or []))
@@ -602,6 +667,13 @@ def run_ingestion(input_base: str, output_dir: str, config: IngestionConfig,
             write_report(outs["report"], report_path)
         with open(report_path) as f:
             report = json.load(f)
+        if previous is not None:
+            report["files_changed_since_previous_run"] = changed_files(report, previous)
+            write_report_file(report, report_path)
+            if any(report["files_changed_since_previous_run"].values()):
+                import logging
+                logging.getLogger(__name__).warning("input files changed since the previous ingestion into %s: %s",
+                                                    output_dir, report["files_changed_since_previous_run"])
         if check:
             check_report(report, config)
     except Exception as e:  # the failed run keeps its report (status "failed", the error), then re-raises

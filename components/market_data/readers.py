@@ -13,8 +13,13 @@ Formats (`detect_format` picks one from the file name and first line):
     the bar label at 00:00 UTC. Yahoo has no notional: quote volume = Volume x Adj Close (Close if there is
     no Adj Close), as the paper does for equities.
   * **Tidy Parquet/CSV** with `timestamp, asset, volume, quote_volume[, close][, frequency]` (the layout of
-    `/work/shared/data`). Without `quote_volume`, quote volume = volume x close. Timestamps: tz-aware (any
-    zone, converted to UTC) or naive (read as UTC); mixing zones or naive and aware values is an error. The
+    `/work/shared/data`). Without `quote_volume`, quote volume = volume x close; an empty `quote_volume` cell
+    is filled from volume x close (counted), dropped or refused (`missing_quote_volume`, `read_tidy`).
+    Timestamps: with an offset (each value converted to UTC with its own offset, so -04:00 and -05:00 of one
+    zone across DST are one series) or naive (wall-clock times of `timezone`, default UTC, converted to UTC
+    with its DST rules: a time the zone skips is an error, its repeated fall-back hour is read in file
+    order, first as daylight then as standard time; `_localize`); mixing naive and offset values is an
+    error. The
     bar length is the `frequency` label (`15m`, `1h`, `1d`, ...) or, without it, the most common gap between
     an asset's consecutive bars in the file; without the label, an asset whose bars also run at another
     spacing (at least `MIXED_RUN_GAPS` consecutive gaps of another length, e.g. 5-minute rows beside
@@ -38,12 +43,21 @@ Bad input (item 7 of the spec) and what happens:
   * always an error (`MarketDataError` naming file, row and problem): missing or misnamed columns,
     non-numeric fields, unparseable or mixed-timezone timestamps, timestamps that go backwards within a file
     (per asset and bar length), unknown file format;
-  * an error by default, or a counted drop with `bad_rows="drop"` (counter names `DROP_*`): NaN or
-    infinite values (or beyond float32, the examples' type), negative volume or quote volume, zero or
-    negative prices, duplicate timestamps within a file (the first row is kept). A dropped bar is a missing
+  * an error by default (naming file, row, asset and bar time), or a counted drop with `bad_rows="drop"`
+    (counter names `DROP_*`): NaN or infinite values (or beyond float32, the examples' type), negative
+    volume or quote volume, zero or negative prices, a bar that is not a VALID BAR of
+    `lem_model.request_rules` (volume 0 with quote volume > 0 or the reverse: serving refuses it, so
+    ingestion does too, `rows_inconsistent_volume`), a traded bar whose VWAP lies outside its own
+    [low, high] by more than `VWAP_RANGE_TOL` (files with low and high columns: a corrupt volume or quote
+    volume, e.g. flipped bytes, `rows_vwap_outside_range`), duplicate timestamps within a file (the first
+    row is kept). A dropped bar is a missing
     bar for the missing-bar rule, so it is counted twice (the drop, then e.g. `bars_zero_filled`);
   * a file that cannot be read at all (truncated Parquet `ArrowInvalid`, `BadZipFile`, bad CSV, bad
-    encoding...) is a `MarketDataError` naming the file and the underlying error.
+    encoding...) is a `MarketDataError` naming the file and the underlying error. Parquet page checksums are
+    NOT verified: the pinned pyarrow (10.0.1) can neither write nor check them (`page_checksum_verification`
+    came with pyarrow 13); bytes flipped inside values are caught by the VWAP range check above and the
+    ExampleGen's whole-series screen (`components.market_data.outliers.screen`), and each input file's
+    sha256 is kept in the ingestion report.
 Row numbers are 1-based lines of the CSV file (header included) or 1-based data rows of a Parquet file.
 
 Per-asset reading (what the ExampleGen does, so that memory follows one asset's series): `list_assets` names
@@ -66,10 +80,26 @@ from typing import Iterator, MutableMapping, Sequence
 import numpy as np
 import pandas as pd
 
+from lem_model.request_rules import bar_consistent
+
 DROP_NON_FINITE = "rows_non_finite"
 DROP_NEGATIVE_VOLUME = "rows_negative_volume"
 DROP_NON_POSITIVE_PRICE = "rows_non_positive_price"
 DROP_DUPLICATE_TIMESTAMP = "rows_duplicate_timestamp"
+#: A bar empty on one side only (volume 0 and quote volume > 0, or the reverse): not a valid bar
+#: (`lem_model.request_rules.bar_consistent`, the rule both serving signatures apply).
+DROP_INCONSISTENT_VOLUME = "rows_inconsistent_volume"
+#: A traded bar whose VWAP (quote volume / volume) lies outside its own [low, high] by more than
+#: `VWAP_RANGE_TOL`: its volume or quote volume is corrupt (checked where the file has low and high).
+DROP_VWAP_OUTSIDE_RANGE = "rows_vwap_outside_range"
+#: Relative slack of that check: the Binance klines, freqtrade and Dow files of /work/shared/data stay within
+#: 0.3 % (rounding of prices and quote volumes); a volume or quote volume altered by a few % leaves the range.
+VWAP_RANGE_TOL = 0.01
+#: Tidy rows whose `quote_volume` cell is empty (NaN): filled from volume x close (`MISSING_QUOTE_FILLED`),
+#: dropped (`DROP_MISSING_QUOTE`) or refused, by `missing_quote_volume` (`MISSING_QUOTE_POLICIES`).
+MISSING_QUOTE_FILLED = "rows_quote_volume_filled"
+DROP_MISSING_QUOTE = "rows_quote_volume_missing"
+MISSING_QUOTE_POLICIES = ("fill", "drop", "fail")
 #: Tidy column saying a row's quote volume is an estimate (bool; see the module docstring).
 ESTIMATE_COLUMN = "quote_volume_is_estimate"
 BAD_ROW_POLICIES = ("error", "drop")
@@ -117,6 +147,7 @@ class BarChunk:
     file: str
     n_read: int = -1  # rows of the file read into this chunk, before drops (-1: unknown)
     quote_volume_is_estimate: np.ndarray | None = None
+    n_quote_filled: int = 0  # kept rows whose empty quote_volume cell was filled from volume x close
 
     def __post_init__(self):
         if self.quote_volume_is_estimate is None:
@@ -204,16 +235,19 @@ def list_input_files(input_base: str, patterns: Sequence[str] = ("*",)) -> list[
 
 def read_file(path: str, *, bad_rows: str = "error", drops: MutableMapping[str, int] | None = None,
               chunk_rows: int = DEFAULT_CHUNK_ROWS, asset: str | None = None,
-              quote_volume: str = "file") -> Iterator[BarChunk]:
+              quote_volume: str = "file", missing_quote_volume: str = "fill",
+              timezone: str = "UTC") -> Iterator[BarChunk]:
     """Stream the validated bars of one file as `BarChunk`s (see the module docstring); with `asset`, only
     that asset's rows (tidy files: the other rows are skipped unparsed; row numbers stay those of the file).
-    `quote_volume`: one of `QUOTE_VOLUME_RULES`."""
+    `quote_volume`: one of `QUOTE_VOLUME_RULES`; `missing_quote_volume` and `timezone`: tidy files
+    (`read_tidy`)."""
     if quote_volume not in QUOTE_VOLUME_RULES:
         raise ValueError(f"quote_volume must be one of {QUOTE_VOLUME_RULES}, got {quote_volume!r}")
     fmt = _named(path, detect_format, path)
     if fmt == "tidy":
         return _named_iter(path, read_tidy(path, bad_rows=bad_rows, drops=drops, chunk_rows=chunk_rows, asset=asset,
-                                           quote_volume=quote_volume))
+                                           quote_volume=quote_volume, missing_quote_volume=missing_quote_volume,
+                                           timezone=timezone))
     reader = {"binance": read_binance_klines, "yahoo": read_yahoo_daily}.get(fmt)
     if reader is None:
         raise MarketDataError(f"{path}: not a market-data file (.csv, .zip or .parquet)")
@@ -388,25 +422,44 @@ def unix_microseconds(values: np.ndarray, path: str, rows: np.ndarray, col: str)
 
 
 def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray,
-              price: np.ndarray | None, rows: np.ndarray, bad_rows: str, drops, last_ts: dict, key
-              ) -> np.ndarray:
-    """Boolean mask of rows to keep; raises `MarketDataError` (or counts drops) for bad rows."""
+              price: np.ndarray | None, rows: np.ndarray, bad_rows: str, drops, last_ts: dict, key,
+              keep: np.ndarray | None = None, low: np.ndarray | None = None,
+              high: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of rows to keep; raises `MarketDataError` (or counts drops) for bad rows. `keep`: rows
+    the caller already dropped (and counted) are False. A kept bar is a valid bar of
+    `lem_model.request_rules` (finite, >= 0, empty on both sides or on neither, as float32)."""
     if bad_rows not in BAD_ROW_POLICIES:
         raise ValueError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {bad_rows!r}")
-    keep = np.ones(len(ts_us), bool)
+    keep = np.ones(len(ts_us), bool) if keep is None else np.asarray(keep, bool).copy()
     price_arr = price if price is not None else np.ones(len(ts_us))
+    with np.errstate(all="ignore"):
+        consistent = bar_consistent(np, np.asarray(volume, np.float32), np.asarray(quote_volume, np.float32))
+        outside = np.zeros(len(ts_us), bool)
+        if low is not None and high is not None:  # a bar's VWAP lies within its own price range
+            traded = consistent & (np.asarray(volume, np.float32) > 0)
+            vwap = np.where(traded, quote_volume / np.where(traded, volume, 1.0), np.nan)
+            outside = traded & np.isfinite(low) & np.isfinite(high) & (
+                (vwap > high * (1 + VWAP_RANGE_TOL)) | (vwap < low * (1 - VWAP_RANGE_TOL)))
     checks = [
         (DROP_NON_FINITE, ~(_finite32(volume) & _finite32(quote_volume) & np.isfinite(price_arr)),
          "NaN or infinite volume, quote volume or price (or a volume beyond float32, the examples' type)"),
         (DROP_NON_POSITIVE_PRICE, price_arr <= 0, "zero or negative price"),
         (DROP_NEGATIVE_VOLUME, (volume < 0) | (quote_volume < 0), "negative volume or quote volume"),
+        (DROP_INCONSISTENT_VOLUME, ~consistent,
+         "volume and quote volume disagree: a bar must be empty on both sides (no trade) or on neither, with "
+         "a positive implied price (lem_model.request_rules.bar_consistent, the rule serving applies)"),
+        (DROP_VWAP_OUTSIDE_RANGE, outside,
+         f"bar VWAP (quote volume / volume) outside the bar's [low, high] by more than {VWAP_RANGE_TOL:.0%}: a "
+         f"corrupt volume or quote volume (e.g. flipped bytes)"),
     ]
     for reason, bad, what in checks:
         bad = bad & keep
         if bad.any():
             i = int(np.argmax(bad))
             if bad_rows == "error":
-                raise MarketDataError(f"{path}: row {rows[i]}: {what} (asset {asset}; "
+                rng = (f", low {low[i]!r}, high {high[i]!r}" if reason == DROP_VWAP_OUTSIDE_RANGE else "")
+                raise MarketDataError(f"{path}: row {rows[i]}: {what} (asset {asset}, bar {_when(ts_us[i])}, "
+                                      f"volume {volume[i]!r}, quote volume {quote_volume[i]!r}{rng}; "
                                       f"{int(bad.sum())} such rows in this chunk; use bad_rows='drop' to "
                                       f"drop and count them)")
             _count(drops, reason, bad.sum())
@@ -438,11 +491,20 @@ def _validate(path: str, asset: str, ts_us: np.ndarray, volume: np.ndarray, quot
     return keep
 
 
-def _chunk(path, asset, minutes, ts_us, volume, quote_volume, rows, keep, estimate=None) -> BarChunk:
+def _when(ts_us) -> str:
+    """A bar open time (Unix microseconds) for messages: ISO, UTC."""
+    try:
+        return pd.Timestamp(int(ts_us), unit="us", tz="UTC").isoformat()
+    except (ValueError, OverflowError):
+        return f"{ts_us} us"
+
+
+def _chunk(path, asset, minutes, ts_us, volume, quote_volume, rows, keep, estimate=None, filled=None) -> BarChunk:
     return BarChunk(asset=asset, source_minutes=int(minutes), timestamp_us=ts_us[keep].astype(np.int64),
                     volume=volume[keep], quote_volume=quote_volume[keep], row=rows[keep].astype(np.int64),
                     file=path, n_read=len(ts_us),
-                    quote_volume_is_estimate=None if estimate is None else np.asarray(estimate, bool)[keep])
+                    quote_volume_is_estimate=None if estimate is None else np.asarray(estimate, bool)[keep],
+                    n_quote_filled=0 if filled is None else int(np.sum(np.asarray(filled, bool) & keep)))
 
 
 _TRUE_WORDS = ("true", "1", "1.0", "yes", "t", "y")
@@ -527,7 +589,10 @@ def read_binance_klines(path: str, *, bad_rows: str = "error", drops=None, chunk
             volume = _numeric(frame, "volume", path, rows)
             quote = _numeric(frame, "quote_volume", path, rows)
             close = _numeric(frame, "close", path, rows)
-            keep = _validate(path, asset, us, volume, quote, close, rows, bad_rows, drops, last_ts, asset)
+            low = _numeric(frame, "low", path, rows) if "low" in frame.columns else None
+            high = _numeric(frame, "high", path, rows) if "high" in frame.columns else None
+            keep = _validate(path, asset, us, volume, quote, close, rows, bad_rows, drops, last_ts, asset,
+                             low=low, high=high)
             yield _chunk(path, asset, minutes, us, volume, quote, rows, keep)
 
 
@@ -547,16 +612,63 @@ def _check_epoch(us: np.ndarray, path: str, rows: np.ndarray, col: str) -> np.nd
     return us
 
 
-def _parse_times(values: pd.Series, path: str, rows: np.ndarray, col: str) -> np.ndarray:
-    """Strings or datetimes -> int64 Unix microseconds UTC; naive = UTC; mixed zones -> error; times before
-    1971 (`EARLIEST_TIME_US`: a unit error) -> error."""
-    return _check_epoch(_parse_times_us(values, path, rows, col), path, rows, col)
+def _parse_times(values: pd.Series, path: str, rows: np.ndarray, col: str, timezone: str = "UTC",
+                 groups: np.ndarray | None = None, seen: dict | None = None) -> np.ndarray:
+    """Strings or datetimes -> int64 Unix microseconds UTC (`_parse_times_us`: naive values are wall-clock
+    times of `timezone`); times before 1971 (`EARLIEST_TIME_US`: a unit error) -> error."""
+    return _check_epoch(_parse_times_us(values, path, rows, col, timezone, groups, seen), path, rows, col)
 
 
-def _parse_times_us(values: pd.Series, path: str, rows: np.ndarray, col: str) -> np.ndarray:
+def check_timezone(timezone: str) -> str:
+    """`timezone` if it names a zone (IANA name such as "America/New_York", or "UTC"); else ValueError."""
+    try:
+        pd.Timestamp("2020-01-01").tz_localize(str(timezone))
+    except Exception:  # pylint: disable=broad-except  (UnknownTimeZoneError, ZoneInfoNotFoundError, ...)
+        raise ValueError(f"timezone must name a time zone (IANA, e.g. 'UTC', 'America/New_York'), got "
+                         f"{timezone!r}") from None
+    return str(timezone)
+
+
+def _localize(naive: pd.Series, timezone: str, path: str, rows: np.ndarray, col: str,
+              groups: np.ndarray | None, seen: dict | None) -> pd.Series:
+    """Naive wall-clock times of `timezone` -> UTC. A time the zone skips (the spring-forward hour) is an
+    error naming the row; a time it repeats (the fall-back hour) is read as its FIRST occurrence (daylight
+    time) the first time it appears for a series (`groups`: one key per row, e.g. asset and bar length) and
+    as its second (standard time) after that, in file order (`seen` carries this across chunks)."""
+    if timezone.upper() == "UTC":
+        return naive.dt.tz_localize("UTC")
+    n = len(naive)
+    early = naive.dt.tz_localize(timezone, ambiguous=np.ones(n, bool), nonexistent="NaT")
+    late = naive.dt.tz_localize(timezone, ambiguous=np.zeros(n, bool), nonexistent="NaT")
+    skipped = (early.isna() & naive.notna()).to_numpy()
+    if skipped.any():
+        i = int(np.argmax(skipped))
+        raise MarketDataError(f"{path}: row {rows[i]}: {col} {naive.iloc[i]} does not exist in time zone {timezone} "
+                              f"(the clocks skip it: the spring-forward hour). Naive times are read as wall-clock "
+                              f"times of data.timezone = {timezone}: is that their zone? (UTC times: timezone: UTC)")
+    ambiguous = (early != late).to_numpy() & early.notna().to_numpy()
+    out = early.copy()
+    if ambiguous.any():
+        seen = {} if seen is None else seen
+        keys = np.zeros(n, object) if groups is None else np.asarray(groups, object)
+        second = np.zeros(n, bool)
+        values = naive.to_numpy()
+        for i in np.flatnonzero(ambiguous):
+            k = (keys[i], values[i])
+            second[i] = k in seen
+            seen[k] = True
+        out[second] = late[second]
+    return out.dt.tz_convert("UTC")
+
+
+def _parse_times_us(values: pd.Series, path: str, rows: np.ndarray, col: str, timezone: str = "UTC",
+                    groups: np.ndarray | None = None, seen: dict | None = None) -> np.ndarray:
     s = values
     if pd.api.types.is_datetime64_any_dtype(s):
-        dt = s.dt.tz_convert("UTC") if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
+        if getattr(s.dt, "tz", None) is not None:
+            dt = s.dt.tz_convert("UTC")
+        else:
+            dt = _localize(s, timezone, path, rows, col, groups, seen)
         return dt.astype("int64").to_numpy() // 1000
     if s.dtype.kind in "iuf":
         raise MarketDataError(f"{path}: row {rows[0]}: column {col!r} holds numbers, expected dates/times "
@@ -566,15 +678,15 @@ def _parse_times_us(values: pd.Series, path: str, rows: np.ndarray, col: str) ->
     if aware.any() and not aware.all():
         i = int(np.argmax((aware != aware.iloc[0]).to_numpy()))
         raise MarketDataError(f"{path}: row {rows[i]}: mixed timezones in column {col!r}: {st.iloc[i]!r} vs "
-                              f"{st.iloc[0]!r} (all values must be naive = UTC, or all carry an offset)")
-    if aware.any():
-        offsets = st.str.extract(r"(Z|[+-]\d{2}:?\d{2})$")[0].str.replace("Z", "+00:00")
-        if offsets.nunique() > 1:
-            i = int(np.argmax((offsets != offsets.iloc[0]).to_numpy()))
-            raise MarketDataError(f"{path}: row {rows[i]}: mixed timezones in column {col!r}: {st.iloc[i]!r} "
-                                  f"vs {st.iloc[0]!r}")
+                              f"{st.iloc[0]!r} (all values must be naive = wall-clock times of data.timezone, "
+                              f"{timezone}, or all carry an offset)")
     try:
-        dt = pd.to_datetime(st, utc=True, errors="raise")
+        if aware.any():  # each value converted with its own offset (a zone's offset changes at DST)
+            dt = pd.to_datetime(st, utc=True, errors="raise")
+        else:
+            dt = _localize(pd.to_datetime(st, errors="raise"), timezone, path, rows, col, groups, seen)
+    except MarketDataError:
+        raise
     except (ValueError, TypeError) as e:
         parsed = pd.to_datetime(st, utc=True, errors="coerce")
         i = int(np.argmax(parsed.isna().to_numpy()))
@@ -631,8 +743,8 @@ def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None, extra: Se
         pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER, pre_buffer=False)  # stream pages
         names = pf.schema_arrow.names
         _require(path, names, required, "tidy")
-        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", *extra, "frequency",
-                              ESTIMATE_COLUMN) if c in names]
+        wanted = [c for c in ("timestamp", "asset", "volume", "quote_volume", "close", "low", "high", *extra,
+                              "frequency", ESTIMATE_COLUMN) if c in names]
         start = 1
         # Filtering for one asset scans the whole file: smaller scan batches bound the decode buffers.
         scan_rows = chunk_rows if asset is None else min(chunk_rows, _FILTER_SCAN_ROWS)
@@ -661,24 +773,44 @@ def _tidy_frames(path: str, chunk_rows: int, asset: str | None = None, extra: Se
 
 
 def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-              asset: str | None = None, quote_volume: str = "file") -> Iterator[BarChunk]:
+              asset: str | None = None, quote_volume: str = "file", missing_quote_volume: str = "fill",
+              timezone: str = "UTC") -> Iterator[BarChunk]:
     """Tidy Parquet/CSV (`timestamp, asset, volume, quote_volume[, close][, adj_close][, frequency]
     [, quote_volume_is_estimate]`) -> `BarChunk`s, one per (asset, bar length) present in each chunk; with
     `asset`, that asset's rows only. `quote_volume="volume_x_adj_close"`: quote volume = volume x adj_close on
     every row (and adj_close is the price checked for non-positive values). Estimated quote volume: the
-    `quote_volume_is_estimate` column, or made here from volume x close (module docstring)."""
+    `quote_volume_is_estimate` column, or made here from volume x close (module docstring).
+    `missing_quote_volume` (`MISSING_QUOTE_POLICIES`), for an empty `quote_volume` cell: "fill" with volume x
+    close (counted `rows_quote_volume_filled`, and per chunk `BarChunk.n_quote_filled`; estimated), "drop"
+    the row (counted `rows_quote_volume_missing`) or "fail" (`MarketDataError` naming file, row, asset and
+    time). `timezone`: the zone of naive timestamps (`_localize`); values with an offset carry their own."""
+    if missing_quote_volume not in MISSING_QUOTE_POLICIES:
+        raise ValueError(f"missing_quote_volume must be one of {MISSING_QUOTE_POLICIES}, got {missing_quote_volume!r}")
     last_ts: dict = {}
     inferred: dict = {}
     unlabelled: dict = {}  # asset -> open times of its unlabelled rows (checked for a second bar length)
+    tz_seen: dict = {}  # (asset, label, wall time) of the repeated fall-back hour already read (`_localize`)
     adjusted = quote_volume == "volume_x_adj_close"
     for frame, rows in _tidy_frames(path, chunk_rows, asset, extra=("adj_close",) if adjusted else ()):
         if "quote_volume" not in frame.columns and "close" not in frame.columns and not adjusted:
             raise MarketDataError(f"{path}: row 1: needs quote_volume, or close to estimate it as volume x close; "
                                   f"found {list(frame.columns)}")
-        ts = _parse_times(frame["timestamp"], path, rows, "timestamp")
+        assets = _asset_strings(frame["asset"])
+        if "frequency" in frame.columns:
+            labels = frame["frequency"].astype(str).to_numpy()
+        else:
+            labels = np.full(len(frame), "", dtype=object)
+        groups = np.array([f"{a}\0{lab}" for a, lab in zip(assets, labels)], object) \
+            if timezone.upper() != "UTC" else None
+        ts = _parse_times(frame["timestamp"], path, rows, "timestamp", timezone, groups, tz_seen)
         volume = _numeric(frame, "volume", path, rows)
         close = _numeric(frame, "close", path, rows) if "close" in frame.columns else None
+        ranged = {"low", "high"} <= set(frame.columns) and not adjusted  # (adjusted prices leave the range)
+        low = _numeric(frame, "low", path, rows) if ranged else None
+        high = _numeric(frame, "high", path, rows) if ranged else None
         estimate = np.zeros(len(frame), bool)
+        filled = np.zeros(len(frame), bool)
+        pre_keep = np.ones(len(frame), bool)
         if adjusted:
             close = _numeric(frame, "adj_close", path, rows)
             quote = volume * close
@@ -687,18 +819,24 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
                 estimate = _flags(frame, ESTIMATE_COLUMN, path, rows)
             if "quote_volume" in frame.columns:
                 quote = _numeric(frame, "quote_volume", path, rows)
-                if close is not None:  # estimate only where the quote volume is missing
-                    made = frame["quote_volume"].isna().to_numpy()
+                made = frame["quote_volume"].isna().to_numpy()
+                if made.any() and missing_quote_volume == "fail":
+                    i = int(np.argmax(made))
+                    raise MarketDataError(
+                        f"{path}: row {rows[i]}: empty quote_volume (asset {assets[i]}, bar {_when(ts[i])}; "
+                        f"{int(made.sum())} such rows in this chunk): missing_quote_volume is 'fail'; set it to "
+                        f"'fill' (volume x close, counted rows_quote_volume_filled) or 'drop' (counted "
+                        f"rows_quote_volume_missing)")
+                if made.any() and missing_quote_volume == "drop":
+                    pre_keep &= ~made
+                    _count(drops, DROP_MISSING_QUOTE, made.sum())
+                elif close is not None:  # "fill": estimate only where the quote volume is missing
                     quote = np.where(made, volume * close, quote)
                     estimate = estimate | made
+                    filled = made
             else:
                 quote = volume * close
                 estimate = np.ones(len(frame), bool)
-        assets = _asset_strings(frame["asset"])
-        if "frequency" in frame.columns:
-            labels = frame["frequency"].astype(str).to_numpy()
-        else:
-            labels = np.full(len(frame), "", dtype=object)
         a_codes, a_names = pd.factorize(assets)
         l_codes, l_names = pd.factorize(labels)
         codes = a_codes * len(l_names) + l_codes
@@ -723,10 +861,14 @@ def read_tidy(path: str, *, bad_rows: str = "error", drops=None, chunk_rows: int
                     minutes = max(1, int(round(vals[np.argmax(counts)] / 60e6)))
                     inferred[name] = minutes
             keep = _validate(path, name, ts[sel], volume[sel], quote[sel], None if close is None else close[sel],
-                             rows[sel], bad_rows, drops, last_ts, (name, label))
+                             rows[sel], bad_rows, drops, last_ts, (name, label), keep=pre_keep[sel],
+                             low=None if low is None else low[sel], high=None if high is None else high[sel])
             if not label:
                 unlabelled.setdefault(name, []).append(ts[sel])
-            yield _chunk(path, name, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep, estimate[sel])
+            chunk = _chunk(path, name, minutes, ts[sel], volume[sel], quote[sel], rows[sel], keep, estimate[sel],
+                           filled[sel])
+            _count(drops, MISSING_QUOTE_FILLED, chunk.n_quote_filled)
+            yield chunk
     for name, parts in unlabelled.items():
         check_single_bar_length(path, name, np.concatenate(parts), inferred[name])
 

@@ -13,10 +13,11 @@ with three `tf.function` signatures, saved with `tf.saved_model.save`:
 - `serve_tf_examples`: `examples` string [B] (serialized tf.Example with the raw fields; optional float
   features `min_rate`/`max_rate`, default 1/N^2 and 1) -> `allocations`.
 
-`serving_default` and `serve_scenario` check the order/bar rules of `lem_model.request_rules` in the graph
-(`request_checks`): a request in milliseconds, with gaps, of a frequency the model was not trained on, with
-negative or inconsistent volumes or infeasible rates fails with INVALID_ARGUMENT naming the field.
-`serve_tf_examples` (the evaluation path on the ExampleGen's own windows) does not.
+All three signatures check the order/bar rules of `lem_model.request_rules` in the graph (`request_checks`):
+a request (or tf.Example) in milliseconds, with gaps, of a frequency the model was not trained on, with
+negative or inconsistent volumes (a bar empty on one side only) or infeasible rates fails with
+INVALID_ARGUMENT naming the field. The ExampleGen refuses such bars at ingestion (the same `valid_bars`), so
+its windows, which the Evaluator and the report run through `serve_tf_examples`, pass.
 
 Raw fields the transform graph takes but a request does not carry are filled in the graph: `origin_time`
 = `timestamp[:, W+L]`, other missing fields with empty/zero placeholders (they do not enter the features).
@@ -173,6 +174,10 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, norm_wi
         parsed["volume"] = tf.reshape(parsed["volume"], [-1, total])
         parsed["quote_volume"] = tf.reshape(parsed["quote_volume"], [-1, total])
         parsed["timestamp"] = tf.reshape(parsed["timestamp"], [-1, total])
+        # the same rules as serving_default: an example it would refuse is refused here too
+        with tf.control_dependencies(request_checks(dict(parsed, min_rate=min_rate, max_rate=max_rate),
+                                                    rule_context)):
+            parsed["volume"] = tf.identity(parsed["volume"])
         return allocations(parsed, min_rate, max_rate)
 
     module.serve_bars = serve_bars
