@@ -155,15 +155,17 @@ class _InferFn(beam.DoFn):
 class _WritePartitionFn(beam.DoFn):
     """((date, asset), [rows]) -> one Parquet file `_staging/<run_id>/date=.../asset=.../part-00000.parquet`."""
 
-    def __init__(self, stage: str, scenarios, n_ahead: int, model_version: str, n_scenarios: int):
+    def __init__(self, stage: str, scenarios, n_ahead: int, model_version: str, n_scenarios: int,
+                 model_blessing: str = "blessed"):
         self._stage, self._scenarios, self._n = stage, scenarios, n_ahead
-        self._version, self._s = model_version, n_scenarios
+        self._version, self._s, self._blessing = model_version, n_scenarios, model_blessing
 
     def process(self, element):
         import pyarrow.parquet as pq
         (date, asset), parts = element
         rows = rows_lib.concat(list(parts))
-        table = rows_lib.to_arrow(rows, self._scenarios, n_ahead=self._n, model_version=self._version)
+        table = rows_lib.to_arrow(rows, self._scenarios, n_ahead=self._n, model_version=self._version,
+                                  model_blessing=self._blessing)
         d = os.path.join(self._stage, commit_lib.partition_relpath(date, asset))
         os.makedirs(d, exist_ok=True)
         tmp = os.path.join(d, f".{commit_lib.PART_FILE}.{uuid.uuid4().hex}.tmp")
@@ -178,9 +180,10 @@ def _write_partition_list(items, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, spec: BackfillSpec, *, model_dir: str, model_version: str, sizes: dict,
-                   stage: str, vwap_curve_profiles=None) -> int:
+                   stage: str, vwap_curve_profiles=None, model_blessing: str = "blessed") -> int:
     """Add the backfill graph to `p` (writes partitions and their list under `stage`); returns the number of
-    input files. vwap_curve_profiles: {"ASSET/FREQ": profile} for the VWAP-curve baseline column (or None)."""
+    input files. vwap_curve_profiles: {"ASSET/FREQ": profile} for the VWAP-curve baseline column (or None);
+    model_blessing: the model's `serving.blessing` state, written into every row."""
     from components.example_gen.ingest import MarketDataToExamples
     from components.market_data import readers
     if os.path.isfile(spec.source):
@@ -198,7 +201,7 @@ def build_pipeline(p: beam.Pipeline, spec: BackfillSpec, *, model_dir: str, mode
          | "Infer" >> beam.ParDo(_InferFn(model_dir, sizes, scenarios, spec.log_every, vwap_curve_profiles))
          | "GroupByPartition" >> beam.GroupByKey()
          | "WritePartition" >> beam.ParDo(_WritePartitionFn(stage, scenarios, sizes["n_ahead"], model_version,
-                                                            len(scenarios)))
+                                                            len(scenarios), model_blessing))
          | "ListPartitions" >> beam.combiners.ToList()
          | "WriteList" >> beam.Map(_write_partition_list, os.path.join(stage, PARTITIONS_FILE)))
     return len(files)
@@ -264,8 +267,18 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
     are kept; the record's "partitions" lists replaced / added / kept / removed). vwap_curve_profile: the
     `vwap_curve_profile.json` of the pipeline run that trained the model (its VwapCurveBaseline output: profiles
     from that run's training split), for the rows' `vwap_curve_slippage_bps` (None: NaN).
+
+    The model's blessing state (`serving.blessing.blessing_of`: "blessed" for a version the Pusher pushed,
+    "unblessed" for one pushed by `lems push --unblessed`, "unknown" for a directory that is not a pushed
+    version) is written into every row (`model_blessing`), the run record and each manifest entry; anything
+    but "blessed" is logged as a warning.
     """
+    from serving.blessing import BLESSED, blessing_of
     model_dir, version = resolve_model_dir(spec.model_dir)
+    blessing = blessing_of(model_dir)
+    if blessing["state"] != BLESSED:
+        log.warning("backfill: the model %s is %s: %s. Its rows are marked model_blessing=%s.", model_dir,
+                    blessing["state"].upper(), blessing["reason"], blessing["state"])
     sizes = model_sizes(model_dir)
     scenarios = spec.scenarios(sizes["n_ahead"])
     root = os.path.abspath(spec.output_dir)
@@ -287,7 +300,7 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
             if not isinstance(profiles, dict):
                 raise ValueError(f"{vwap_curve_profile}: no 'profiles' mapping (expected a vwap_curve_profile.json)")
         n_files = build_pipeline(p, spec, model_dir=model_dir, model_version=version, sizes=sizes, stage=stage,
-                                 vwap_curve_profiles=profiles)
+                                 vwap_curve_profiles=profiles, model_blessing=blessing["state"])
         result = p.run()
         result.wait_until_finish()
         counters = {}  # ours, plus the ExampleGen's reading/cutting counts and drops (prefixed "ingestion.")
@@ -303,7 +316,8 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
         if not written:  # committing nothing would delete the range's existing partitions: refuse instead
             shutil.rmtree(stage, ignore_errors=True)
             raise _explain_empty(spec, run_id, counters, n_files)
-        staged = {(w["date"], w["asset"]): {"rows": w["rows"], "windows": w["windows"], "model_version": version}
+        staged = {(w["date"], w["asset"]): {"rows": w["rows"], "windows": w["windows"], "model_version": version,
+                                            "model_blessing": blessing["state"]}
                   for w in written}
         # a run replaces exactly what it produced; other committed partitions of its request (dates, and the
         # assets asked for, or all) are kept unless their removal is asked for explicitly
@@ -313,7 +327,9 @@ def run_backfill(spec: BackfillSpec, beam_pipeline_args: Sequence[str] | None = 
         changes = commit_lib.partition_changes(root, staged, in_range, remove_absent=remove_absent)
         owned = set(staged) | {tuple(k) for k in changes["removed"]}
         record = {"run_id": run_id, "spec": json.loads(spec.to_json()), "model_dir": model_dir,
-                  "model_version": version, "sizes": sizes, "scenarios": len(scenarios),
+                  "model_version": version, "model_blessing": blessing["state"],
+                  "model_blessing_reason": blessing["reason"], "vwap_curve_profile": vwap_curve_profile,
+                  "sizes": sizes, "scenarios": len(scenarios),
                   "beam_pipeline_args": list(beam_pipeline_args or []), "counters": counters,
                   "partitions_written": len(staged), "rows": int(sum(v["rows"] for v in staged.values())),
                   "windows": int(sum(v["windows"] for v in staged.values())),

@@ -10,7 +10,10 @@ Beside the LEM's slippage every row carries the baselines' slippage of the same 
 benchmark, by the same evaluator (`components.evaluator.order_slippage.baseline_slippage`, volume target,
 window = all N bars): `twap_volume_slippage_bps` and `vwap_curve_slippage_bps` (the volume-curve VWAP schedule
 of the profile estimated on a pipeline run's training split, `components.evaluator.vwap_curve`; NaN when the
-backfill is given no profile).
+backfill is given no profile: `lems backfill` finds the profile of the run that produced the model, see
+lems_cli/backfill.py), and the model's blessing state (`model_blessing`, `serving.blessing`).
+
+The columns, in order, are `COLUMNS`; kubeflow/README.md ("Backfill output columns") documents each.
 """
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ import numpy as np
 
 from lem_model import layout, slippage
 
+#: The Parquet columns of a partition file, in order (plus the partition keys `date` and `asset` of the path).
+COLUMNS = ("origin_time", "frequency_minutes", "side", "benchmark", "target", "min_period", "match_head", "min_rate",
+           "max_rate", "schedule", "achieved_price", "benchmark_price", "reference_price", "slippage_bps",
+           "improvement_bps", "window_bars", "twap_volume_slippage_bps", "vwap_curve_slippage_bps", "model_version",
+           "model_blessing")
 RAW_KEYS = ("volume", "quote_volume", "timestamp", "frequency_minutes", "asset", "origin_time")
 #: Columns carried between Beam stages (NumPy arrays, one entry per row).
 CARRIED = ("origin_time", "frequency_minutes", "scenario", "schedule", "achieved_price", "benchmark_price",
@@ -140,8 +148,9 @@ def concat(parts: Sequence[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def to_arrow(rows: dict, scenarios, *, n_ahead: int, model_version: str):
-    """Rows (sorted by frequency, origin time, scenario) -> pyarrow Table with the backfill schema."""
+def to_arrow(rows: dict, scenarios, *, n_ahead: int, model_version: str, model_blessing: str = "blessed"):
+    """Rows (sorted by frequency, origin time, scenario) -> pyarrow Table with the backfill schema
+    (`COLUMNS`; model_blessing: `serving.blessing` state of the model, on every row)."""
     import pyarrow as pa
     order = np.lexsort((rows["scenario"], rows["origin_time"], rows["frequency_minutes"]))
     r = take(rows, order)
@@ -168,4 +177,5 @@ def to_arrow(rows: dict, scenarios, *, n_ahead: int, model_version: str):
         "twap_volume_slippage_bps": pa.array(r["twap_volume_slippage_bps"], pa.float64()),
         "vwap_curve_slippage_bps": pa.array(r["vwap_curve_slippage_bps"], pa.float64()),
         "model_version": pa.array([model_version] * n, pa.string()),
+        "model_blessing": pa.array([model_blessing] * n, pa.string()),
     })

@@ -12,6 +12,11 @@ adds what a cluster needs (all read from `config.kubeflow`, see `pipeline.config
   `config.beam_pipeline_args`): the pipeline-level `beam_pipeline_args` that the V2 step builder appends to
   every component's container arguments (TFX's Beam executors read them; the others ignore them).
 
+Compiling for submission (`compile_pipeline(..., for_submission=True)`, what `lems compile-kubeflow` does
+unless `--allow-local`) refuses what a cluster could not run as intended (`submission_problems`): an image
+without a registry host or tag, Beam on an in-pod runner (DirectRunner) instead of Dataflow / Flink / Spark,
+and a pipeline root, data source or serving directory on a local path instead of object storage.
+
 ML Metadata is Kubeflow's own (no SQLite connection is passed). Paths in the config (`root`,
 `data.source`, `serving.serving_dir`) must be reachable from the cluster (e.g. `gs://...` or a mounted volume).
 """
@@ -96,14 +101,91 @@ def warn_local_paths(config: PipelineConfig) -> dict:
     return found
 
 
-def compile_pipeline(config: PipelineConfig, output_path: str, *, image: Optional[str] = None) -> dict:
+#: Beam runners that run inside the component's own pod (not on a cluster).
+LOCAL_RUNNERS = ("directrunner", "direct", "prismrunner", "prism", "interactiverunner", "swirunner")
+#: URI schemes that are not object storage / a cluster-wide filesystem.
+LOCAL_SCHEMES = ("file",)
+
+
+class SubmissionError(ValueError):
+    """A Kubeflow compile for submission that the cluster could not run as configured (`submission_problems`)."""
+
+
+def beam_runner(args) -> Optional[str]:
+    """The `--runner` of Beam arguments (`--runner=X` or `--runner X`), None when not given."""
+    args = list(args or [])
+    for i, arg in enumerate(args):
+        if arg.startswith("--runner="):
+            return arg.split("=", 1)[1]
+        if arg == "--runner" and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def image_problem(image: Optional[str]) -> Optional[str]:
+    """Why `image` is not a fully qualified reference a cluster can pull (registry host, repository, tag or
+    digest), or None. `lems-tfx:0.1.0` is not (Docker Hub's library namespace is implied, and no cluster
+    pulls this project from there); `europe-docker.pkg.dev/proj/repo/lems-tfx:0.1.0`, `ghcr.io/org/lems-tfx@sha256:...`
+    and `localhost:5000/lems-tfx:0.1.0` are."""
+    if not image:
+        return "kubeflow.image is empty"
+    name, _, digest = image.partition("@")
+    first, slash, rest = name.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        return (f"kubeflow.image {image!r} names no registry host (e.g. REGION-docker.pkg.dev/PROJECT/REPO/"
+                f"lems-tfx:0.1.0, ghcr.io/ORG/lems-tfx:0.1.0): the cluster cannot pull it")
+    if not digest and ":" not in rest.rsplit("/", 1)[-1]:
+        return f"kubeflow.image {image!r} has no tag or digest (e.g. :0.1.0 or @sha256:...)"
+    return None
+
+
+def submission_problems(config: PipelineConfig) -> list:
+    """What would stop the compiled spec from running as intended on a cluster, one sentence each (empty =
+    submittable): an image without registry host or tag; Beam components on an in-pod runner (DirectRunner,
+    also when no --runner is given) instead of a cluster runner; a pipeline root, data source or serving
+    directory that is a local path (each pod would see its own container's disk) rather than object storage
+    (gs://, s3://, ...)."""
+    problems = []
+    image = image_problem(config.kubeflow.image)
+    if image:
+        problems.append(image)
+    args = beam_args(config)
+    runner = beam_runner(args)
+    if runner is None or runner.lower() in LOCAL_RUNNERS:
+        where = "kubeflow.beam_pipeline_args" if config.kubeflow.beam_pipeline_args is not None else \
+            "beam_pipeline_args (kubeflow.beam_pipeline_args is null)"
+        problems.append(f"{where} runs Beam in each pod ({runner or 'no --runner: DirectRunner'}); set "
+                        f"kubeflow.beam_pipeline_args to a cluster runner, e.g. [--runner=DataflowRunner, "
+                        f"--project=P, --region=R, --temp_location=gs://B/tmp] (or FlinkRunner, SparkRunner, "
+                        f"PortableRunner; kubeflow/README.md)")
+    for name, value in (("root", config.root), ("data.source", config.data.source),
+                        ("serving.serving_dir", config.serving.serving_dir)):
+        scheme = str(value).split("://", 1)[0].lower() if "://" in str(value) else None
+        if scheme is None or scheme in LOCAL_SCHEMES:
+            problems.append(f"{name} = {value!r} is a local path; use object storage (gs://BUCKET/..., "
+                            f"s3://BUCKET/...)" + (" for the pipeline root" if name == "root" else ""))
+    return problems
+
+
+def check_submittable(config: PipelineConfig) -> None:
+    """Raise SubmissionError naming every `submission_problems` of `config` (none: returns)."""
+    problems = submission_problems(config)
+    if problems:
+        raise SubmissionError("kubeflow compile refused (for a local or test compile, pass --allow-local): "
+                              + "; ".join(problems))
+
+
+def compile_pipeline(config: PipelineConfig, output_path: str, *, image: Optional[str] = None,
+                     for_submission: bool = False) -> dict:
     """Write the pipeline as a KFP IR YAML file (a `PipelineSpec`, schema 2.1.0) to `output_path`; returns
     the PipelineSpec as a dict.
 
     This is the package format kfp 2.x's `Client.create_run_from_pipeline_package` / `upload_pipeline` read
     (`.yaml`/`.yml`) and Vertex AI's `aiplatform.PipelineJob(template_path=...)` accepts; the pipeline root
-    travels as `defaultPipelineRoot` (= `config.pipeline_root`). Local `root`, `data.source` or
-    `serving.serving_dir` raise a `LocalPathWarning`. image: overrides `config.kubeflow.image`.
+    travels as `defaultPipelineRoot` (= `config.pipeline_root`). image: overrides `config.kubeflow.image`.
+    for_submission: refuse (SubmissionError, nothing written) a config the cluster could not run as intended
+    (`submission_problems`: unqualified image, in-pod Beam runner, local paths); otherwise local `root`,
+    `data.source` or `serving.serving_dir` only raise a `LocalPathWarning`.
     """
     from tfx import v1 as tfx
     if not str(output_path).endswith(SPEC_SUFFIXES):
@@ -113,7 +195,10 @@ def compile_pipeline(config: PipelineConfig, output_path: str, *, image: Optiona
         config = config.replace(kubeflow={"image": image})
     if not config.kubeflow.image:
         raise ValueError("kubeflow.image is required: the pipeline image built from kubeflow/Dockerfile")
-    warn_local_paths(config)
+    if for_submission:
+        check_submittable(config)
+    else:
+        warn_local_paths(config)
     pipeline = kubeflow_pipeline(config)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image=config.kubeflow.image, display_name=config.pipeline_name, use_pipeline_spec_2_1=True)

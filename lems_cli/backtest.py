@@ -18,6 +18,9 @@ def add_parser(parser):
                         help="instead of running: write one Kubeflow Pipelines spec per period into DIR "
                              "(submit them together; kubeflow/README.md)")
     parser.add_argument("--image", help="with --compile-kubeflow: the pipeline image (default: kubeflow.image)")
+    parser.add_argument("--allow-local", action="store_true",
+                        help="with --compile-kubeflow: compile although the image is unqualified, Beam runs "
+                             "DirectRunner or paths are local (`lems compile-kubeflow --allow-local`)")
     parser.add_argument("--render", metavar="JSON", help="rewrite the Markdown and plot of a written backtest JSON")
 
 
@@ -27,19 +30,31 @@ def run(args) -> int:
         for path in report.render(args.render):
             print(path)
         return 0
+    import yaml
+
+    from lems_cli.errors import CliError, one_line
     if not args.config:
-        raise SystemExit("lems backtest: --config FILE is required (or --render JSON)")
+        raise CliError("lems backtest: --config FILE is required (or --render JSON)")
     from walkforward import config as wf_config
     kinds = tuple(k.strip() for k in args.periods.split(",") if k.strip())
-    try:
+    try:  # every period's configuration checked before anything runs
         pipeline, backtest = wf_config.load(args.config, args.set)
         periods = wf_config.periods(backtest, kinds)
         for period in periods:
             wf_config.period_config(pipeline, backtest, period)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"lems backtest: {e}") from None
+    except (ValueError, TypeError, FileNotFoundError, yaml.YAMLError) as e:
+        message = one_line(e)
+        raise CliError(message if args.config in message else f"{args.config}: {message}") from e
     from walkforward import runner
     if args.compile_kubeflow:
+        if not args.allow_local:   # every period's spec checked for submission before anything is written
+            from kubeflow.runner import SubmissionError, check_submittable
+            for period in periods:
+                config = wf_config.period_config(pipeline, backtest, period)
+                try:
+                    check_submittable(config.replace(kubeflow={"image": args.image}) if args.image else config)
+                except SubmissionError as e:
+                    raise CliError(f"{period.label}: {e}") from e
         runner.compile_kubeflow(pipeline, backtest, kinds, args.compile_kubeflow, image=args.image)
         return 0
     print(f"[backtest] {backtest.name}: {len(periods)} period(s): " + ", ".join(p.label for p in periods), flush=True)

@@ -56,7 +56,14 @@ def run(args) -> int:
         print(f"[demo] wrote the embedded default data to {config.data.source} ({time.time() - start:.1f} s)")
     print(f"[demo] running pipeline '{config.pipeline_name}' (N={config.sizes.n_ahead}, L={config.sizes.lookback}, "
           f"W={config.sizes.norm_window}; frequencies {config.data.frequencies} min) under {root}", flush=True)
-    summary = local_runner.run(config)
+    try:
+        summary = local_runner.run(config)
+    except local_runner.MetadataStoreMismatch as e:  # refused before anything ran; the message says what to do
+        from lems_cli.errors import CliError
+        raise CliError(str(e)) from e
+    except getattr(local_runner, "RunInProgress", ()) as e:  # another run holds the root: refused at once
+        from lems_cli.errors import CliError
+        raise CliError(str(e), code=1) from e
     summary.seconds = time.time() - start
     print_summary(config, summary)
     return 0

@@ -8,7 +8,8 @@ loggers (absl, TensorFlow, Beam, TFX libraries, ...) at ERROR, and the google.ap
 FutureWarning and other third-party FutureWarnings/DeprecationWarnings ignored, as is Keras's "Your input ran
 out of data" at the end of each pass over a finite split. A variable already set in the
 environment (e.g. `TF_CPP_MIN_LOG_LEVEL=0 lems run ...`) is kept. The project's own output (`[demo]`,
-`[pipeline]`, `[trainer]` lines, `lems`/`backfill`/`serving` loggers at INFO) is unaffected.
+`[pipeline]`, `[trainer]` lines, `lems`/`lems_cli`/`backfill`/`serving`/`kubeflow` loggers at INFO) is
+unaffected.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ THIRD_PARTY_LOGGERS = ("absl", "tensorflow", "tensorflow_transform", "tensorflow
                        "h5py", "matplotlib", "google", "googleapiclient", "urllib3", "jax")
 
 #: The project's loggers shown from INFO in both modes (progress of serving, backfills, compiles).
-PROJECT_LOGGERS = ("lems_cli", "serving", "backfill", "kubeflow")
+PROJECT_LOGGERS = ("lems_cli", "serving", "backfill", "kubeflow", "lems")
 
 #: Modules whose FutureWarning / DeprecationWarning are ignored when quiet (regular expressions, `warnings`).
 THIRD_PARTY_WARNING_MODULES = (r"google\.", r"tensorflow", r"tfx", r"apache_beam", r"keras", r"tf_keras",

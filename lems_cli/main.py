@@ -2,7 +2,10 @@
 
 Modules are imported lazily so that `lems --help` does not load TensorFlow. Global options (anywhere on the
 line): `--verbose` keeps third-party logs (TensorFlow C++, absl, Beam, warnings; quiet by default, see
-lems_cli/logs.py); `lems --version` prints the installed package version.
+lems_cli/logs.py) and the traceback of a user error; `lems --version` prints the installed package version.
+
+A user error (`lems_cli.errors.CliError`: a bad configuration, a missing file, a missing option) is printed as
+one line `error: ...` on stderr with exit status 2, without a traceback unless `--verbose`.
 """
 import argparse
 import importlib
@@ -16,6 +19,8 @@ SUBCOMMANDS = {
     "backfill": ("lems_cli.backfill", "historical schedules and slippage of every order window in a date range (Parquet)"),
     "predict": ("lems_cli.predict", "remaining schedule of one order from a TF Serving PredictionService"),
     "serve": ("lems_cli.serve", "development gRPC PredictionService over the pushed SavedModel (not production)"),
+    "push": ("lems_cli.push", "push a run's trained model for serving although it was not blessed "
+                              "(--unblessed; development only, marked as such)"),
     "quickstart": ("lems_cli.quickstart", "train a small LEM on generated bars and print its slippage against TWAP"),
     "backtest": ("lems_cli.backtest", "walk-forward backtest: one pipeline run per fold, then figures with "
                                       "intervals per fold, pooled, test and final (JSON, Markdown, plot)"),
@@ -54,7 +59,15 @@ def main(argv=None):
     sub_parser = argparse.ArgumentParser(prog=f"lems {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
     module.add_parser(sub_parser)
     args = sub_parser.parse_args(argv[1:])
-    return module.run(args) or 0
+    from lems_cli.errors import CliError, one_line
+    try:
+        return module.run(args) or 0
+    except CliError as e:
+        if verbose:
+            import traceback
+            traceback.print_exc()
+        print(f"error: {one_line(e.message)}", file=sys.stderr, flush=True)
+        return e.code
 
 
 if __name__ == "__main__":

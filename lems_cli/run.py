@@ -47,20 +47,40 @@ def print_summary(config, summary) -> None:
     print(f"ML Metadata:     {os.path.abspath(config.metadata_sqlite)}")
     if summary.model_dir:
         print(f"Trained model:   {summary.model_dir}")
+    base = os.path.abspath(config.push_base_directory) if "://" not in config.push_base_directory \
+        else config.push_base_directory
+    if summary.pushed_model_dir:
+        print(f"Next:            lems serve --model-base-path {base}")
+    elif summary.model_dir:
+        root = os.path.abspath(config.root) if "://" not in config.root else config.root
+        print(f"Next:            nothing was pushed, so `lems serve` has no version to serve. To serve the trained "
+              f"model anyway\n                 (development only, marked UNBLESSED): lems push --unblessed --run "
+              f"{root} && lems serve --model-base-path {base}")
     print("=" * 100)
 
 
+def check_local_paths(config) -> None:
+    """Refuse, before anything runs, a local `data.source` that does not exist (CliError naming the field)."""
+    source = config.data.source
+    if source and "://" not in source and not os.path.exists(source):
+        from lems_cli.errors import CliError
+        raise CliError(f"data.source: {os.path.abspath(source)} does not exist; point data.source at the folder "
+                       f"of your bar files (or write the demo data with `lems demo`)")
+
+
 def run(args) -> int:
-    from pipeline.configs import PipelineConfig
-    config = PipelineConfig.from_file(args.config)  # types, choices and keys checked here, before TensorFlow
-    try:
-        config = config.with_overrides(args.set)
-        if args.root:
-            config = config.replace(root=args.root)
-        config.validate()
-    except ValueError as e:
-        raise SystemExit(f"lems run: {args.config}: {e}") from e
+    from lems_cli.errors import load_config
+    # types, choices, keys, overrides and consistency checked here, before TensorFlow is imported
+    config = load_config(args.config, args.set, **({"root": args.root} if args.root else {}))
+    check_local_paths(config)
     from pipeline import local_runner
-    summary = local_runner.run(config)
+    try:
+        summary = local_runner.run(config)
+    except local_runner.MetadataStoreMismatch as e:  # refused before anything ran; the message says what to do
+        from lems_cli.errors import CliError
+        raise CliError(str(e)) from e
+    except getattr(local_runner, "RunInProgress", ()) as e:  # another run holds the root: refused at once
+        from lems_cli.errors import CliError
+        raise CliError(str(e), code=1) from e
     print_summary(config, summary)
     return 0

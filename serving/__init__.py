@@ -5,7 +5,9 @@ client and order logic (`client`, `scheduling`), and a development PredictionSer
     plan = LemClient("localhost:8500").plan(Order(side="buy", target="volume", size=1e4), bars)
 
 `scheduling` is pure NumPy; `client`, `tensors` and `protos` need only grpcio, protobuf and NumPy (the thin
-client: `protos` restates TF Serving's messages, no TensorFlow); `server` imports TensorFlow (loaded on first use).
+client: `protos` restates TF Serving's messages, no TensorFlow); `server` imports TensorFlow (loaded on first use)
+and serves TF Serving's REST API (`rest`) and Prometheus metrics (`metrics`) on request; `blessing` reads the
+marker `lems push --unblessed` writes into a version it pushes (no TensorFlow).
 """
 _LAZY = {"LemClient": "serving.client", "ModelInfo": "serving.client", "Order": "serving.scheduling",
          "Schedule": "serving.scheduling", "DevServer": "serving.server"}

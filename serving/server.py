@@ -1,4 +1,6 @@
-"""`lems serve`: a development gRPC server speaking TF Serving's PredictionService (Predict, GetModelMetadata).
+"""`lems serve`: a development gRPC server speaking TF Serving's PredictionService (Predict, GetModelMetadata),
+ModelService.GetModelStatus and the gRPC health protocol, with TF Serving's REST API and Prometheus metrics on
+request (`serving/rest.py`, `serving/metrics.py`).
 
 FOR DEVELOPMENT AND TESTS ONLY. Production serves the same pushed SavedModel, unchanged, with the official
 `tensorflow_model_server` (image `tensorflow/serving`, see serving/README.md); this server exists because that
@@ -17,7 +19,15 @@ binary cannot be installed on the development machines. It reproduces what the L
   * warm-up: the version's `assets.extra/tf_serving_warmup_requests` (written by the Trainer's export,
     components.trainer.warmup) is replayed before it serves, as `--enable_model_warmup` does;
   * gRPC message limit `serving.tensors.MAX_MESSAGE_BYTES` (64 MiB) on receive and send; the batch limit of
-    a signature is `max_batch` or the rows that fit in that limit, whichever is smaller.
+    a signature is `max_batch` or the rows that fit in that limit, whichever is smaller;
+  * `ModelService.GetModelStatus` as TF Serving answers it (the served version AVAILABLE, one being loaded
+    LOADING, a newer one that failed to load END with its error; NOT_FOUND for another model or no version);
+  * `grpc.health.v1.Health/Check` (serving/protos/health.proto): SERVING once a version is loaded;
+  * on `rest_port`: TF Serving's REST API (`/v1/models/NAME`, `/v1/models/NAME/metadata`,
+    `/v1/models/NAME:predict`, row and column JSON formats; serving/rest.py) and, with `metrics_path`, the
+    request metrics in Prometheus' format under TF Serving's names (serving/metrics.py);
+  * a version carrying the `lems push --unblessed` marker (serving/blessing.py) is served with a warning in
+    the log.
 
 Errors, never a crash (each request is checked against the signature before it runs):
   NOT_FOUND          unknown model name, a version other than the served one, unknown signature, no version
@@ -41,7 +51,7 @@ from typing import Callable, Optional
 
 import grpc
 import numpy as np
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.tensors import (MAX_MESSAGE_BYTES, declared_shape, dtype_name, encode_tensor, from_tensor_proto,
                              grpc_options, itemsize)
@@ -219,6 +229,9 @@ class ModelRegistry:
         self._loader = loader
         self._current: Optional[LoadedModel] = None
         self._failures: dict = {}
+        self._errors: dict = {}          # version -> message of its last failed load
+        self._loading: Optional[int] = None
+        self.blessing: Optional[dict] = None   # serving.blessing state of the served version
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -245,21 +258,31 @@ class ModelRegistry:
                 path = os.path.join(self.model_base_path, str(version))
                 try:
                     started = time.monotonic()
+                    self._loading = version
                     model = self._loader(path, version)
                 except Exception as exc:  # noqa: BLE001 -- a bad version must never stop the server
                     attempts += 1
                     delay = min(self.poll_seconds * 2 ** attempts, MAX_RETRY_SECONDS)
                     self._failures[version] = (attempts, time.monotonic() + delay)
+                    self._errors[version] = _error_summary(exc)
                     log.warning("model %s version %d failed to load (attempt %d; retry in %.1f s): %s",
                                 self.model_name, version, attempts, delay, exc)
                     continue
+                finally:
+                    self._loading = None
                 self._failures.pop(version, None)
+                self._errors.pop(version, None)
+                self.blessing = _blessing(path)
                 self._current = model
                 if current is not None:
                     current.retire()     # closed when its in-flight requests are done
                 log.info("serving model %s version %d from %s (loaded in %.1f s, %d warm-up requests)",
                          self.model_name, version, path, time.monotonic() - started,
                          getattr(model, "warmup_requests", 0))
+                if self.blessing and self.blessing["state"] != "blessed":
+                    log.warning("model %s version %d is %s: %s. For development only: a blessed push (a higher "
+                                "version) replaces it.", self.model_name, version, self.blessing["state"].upper(),
+                                self.blessing["reason"])
                 return True
             return False
 
@@ -278,6 +301,22 @@ class ModelRegistry:
     def load_failures(self, version: int) -> int:
         """How many times `version` failed to load since it last loaded."""
         return self._failures.get(version, (0, 0.0))[0]
+
+    def version_states(self) -> list:
+        """[(version, state, error message or "")] as TF Serving's GetModelStatus reports them: the served
+        version AVAILABLE; a version being loaded LOADING; a version above the served one whose load failed
+        END with the error. Ascending by version; empty when the base path holds no version."""
+        current, loading = self._current, self._loading
+        out = {}
+        if current is not None:
+            out[current.version] = ("AVAILABLE", "")
+        if loading is not None and loading not in out:
+            out[loading] = ("LOADING", "")
+        on_disk = set(list_versions(self.model_base_path))
+        for version, message in list(self._errors.items()):
+            if version in on_disk and version not in out and (current is None or version > current.version):
+                out[version] = ("END", message)
+        return [(v, *out[v]) for v in sorted(out)]
 
     def _run(self):
         while not self._stop.wait(self.poll_seconds):
@@ -299,6 +338,16 @@ class ModelRegistry:
             self._thread = None
         if release and self._current is not None and hasattr(self._current, "retire"):
             self._current.retire()
+
+
+def _blessing(path: str) -> Optional[dict]:
+    """`serving.blessing.blessing_of(path)`, None when the marker cannot be read (logged)."""
+    from serving.blessing import blessing_of
+    try:
+        return blessing_of(path)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the blessing marker of %s: %s", path, exc)
+        return None
 
 
 def _signature_and_model(registry: ModelRegistry, model_spec, default_signature: Optional[str], model):
@@ -389,31 +438,46 @@ def validate_inputs(request_inputs, specs: dict, signature: str, max_batch: int,
     return arrays
 
 
+def run_request(method, request, metrics=None, api: str = "predict", entrypoint: str = "GRPC"):
+    """`method(request)` with its outcome counted in `metrics` (serving.metrics.ServerMetrics): returns the
+    response or raises RequestError (anything unexpected becomes INTERNAL, logged with its traceback)."""
+    started, status = time.monotonic(), "OK"
+    try:
+        return method(request)
+    except RequestError as err:
+        status = err.code.name
+        raise
+    except Exception as exc:  # noqa: BLE001 -- never let a request take the server down
+        log.exception("request failed")
+        status = "INTERNAL"
+        raise RequestError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if metrics is not None:
+            metrics.observe(api, entrypoint, status, time.monotonic() - started)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """TF Serving's PredictionService over a ModelRegistry (Predict, GetModelMetadata; the others answer
     UNIMPLEMENTED)."""
 
-    def __init__(self, registry: ModelRegistry, max_batch: int = 4096):
-        self.registry, self.max_batch = registry, int(max_batch)
+    def __init__(self, registry: ModelRegistry, max_batch: int = 4096, metrics=None):
+        self.registry, self.max_batch, self.metrics = registry, int(max_batch), metrics
 
     def max_batch_for(self, model, signature: str) -> int:
         """`max_batch`, capped to the rows a request and its answer can hold within the message limit."""
         return min(self.max_batch, getattr(model, "message_rows", {}).get(signature, self.max_batch))
 
-    def _guard(self, method, request, context):
+    def _guard(self, method, request, context, api: str = "predict"):
         try:
-            return method(request)
+            return run_request(method, request, self.metrics, api, "GRPC")
         except RequestError as err:
             context.abort(err.code, err.message)
-        except Exception as exc:  # noqa: BLE001 -- never let a request take the server down
-            log.exception("request failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def Predict(self, request, context):  # noqa: N802 (gRPC method name)
-        return self._guard(self._predict, request, context)
+        return self._guard(self._predict, request, context, "predict")
 
     def GetModelMetadata(self, request, context):  # noqa: N802
-        return self._guard(self._metadata, request, context)
+        return self._guard(self._metadata, request, context, "get_model_metadata")
 
     def _predict(self, request):
         from tensorflow_serving.apis import predict_pb2
@@ -470,6 +534,71 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
+class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """TF Serving's ModelService.GetModelStatus over a ModelRegistry (HandleReloadConfigRequest answers
+    UNIMPLEMENTED: the development server serves one model from its base path)."""
+
+    def __init__(self, registry: ModelRegistry, metrics=None):
+        self.registry, self.metrics = registry, metrics
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        try:
+            return run_request(self.status, request, self.metrics, "get_model_status", "GRPC")
+        except RequestError as err:
+            context.abort(err.code, err.message)
+
+    def status(self, request):
+        """GetModelStatusResponse for `request` (TF Serving's answers: the versions' states, NOT_FOUND for an
+        unknown model, a version it does not know, or a model with no version yet)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+        spec = request.model_spec
+        if spec.name != self.registry.model_name:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name!r} "
+                                                          f"(this server serves {self.registry.model_name!r})")
+        if spec.version_label:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"version labels are not supported by the development "
+                                                          f"server (got {spec.version_label!r})")
+        states = self.registry.version_states()
+        if spec.HasField("version"):
+            states = [s for s in states if s[0] == spec.version.value]
+            if not states:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find version {spec.version.value} of "
+                                                              f"model {self.registry.model_name!r}")
+        if not states:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model "
+                                                          f"{self.registry.model_name!r} (none under "
+                                                          f"{self.registry.model_base_path})")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version, state, message in states:
+            status = response.model_version_status.add(version=version)
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            if message:
+                status.status.error_code = 2      # tensorflow.error.UNKNOWN: the load failed
+                status.status.error_message = message
+        return response
+
+
+#: The services `Check` answers for besides "" (the whole server).
+HEALTH_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+def health_handler(registry: ModelRegistry):
+    """A gRPC handler of `grpc.health.v1.Health/Check` (serving.protos.health): SERVING once a version is
+    loaded, NOT_SERVING before; NOT_FOUND for a service this server does not implement."""
+    from serving.protos import health
+
+    def check(request, context):
+        if request.service and request.service not in HEALTH_SERVICES:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}; this server "
+                                                     f"implements {list(HEALTH_SERVICES)}")
+        status = health.SERVING if registry.current is not None else health.NOT_SERVING
+        return health.HealthCheckResponse(status=status)
+
+    return grpc.method_handlers_generic_handler(health.SERVICE_NAME, {
+        "Check": grpc.unary_unary_rpc_method_handler(check, request_deserializer=health.HealthCheckRequest.FromString,
+                                                     response_serializer=health.HealthCheckResponse.SerializeToString)})
+
+
 class DevServer:
     """The development server: a ModelRegistry (polling) + a gRPC server on `host:port` (port 0 = any free).
 
@@ -479,18 +608,33 @@ class DevServer:
 
     def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, *, host: str = "127.0.0.1",
                  port: int = 8500, poll_seconds: float = 2.0, max_workers: int = 8, max_batch: int = 4096,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, rest_port: Optional[int] = None,
+                 metrics_path: Optional[str] = None):
+        from serving.metrics import ServerMetrics
         self.max_message_bytes = int(max_message_bytes)
         self.registry = ModelRegistry(model_base_path, model_name, poll_seconds,
                                       loader=lambda path, version: LoadedModel(path, version, self.max_message_bytes))
         self.host, self.requested_port = host, int(port)
         self.max_workers, self.max_batch = int(max_workers), int(max_batch)
+        if metrics_path is not None and rest_port is None:
+            raise ValueError("metrics are served on the REST port: give rest_port (TF Serving's is 8501) with "
+                             "metrics_path")
+        if metrics_path is not None and not metrics_path.startswith("/"):
+            raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+        self.requested_rest_port, self.metrics_path = rest_port, metrics_path
+        self.metrics = ServerMetrics(model_name, lambda: getattr(self.registry.current, "version", None))
         self.port: Optional[int] = None
+        self.rest_port: Optional[int] = None
         self._server = None
+        self._rest = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def rest_address(self) -> Optional[str]:
+        return None if self.rest_port is None else f"{self.host}:{self.rest_port}"
 
     def start(self) -> "DevServer":
         self.registry.poll_once()
@@ -500,19 +644,36 @@ class DevServer:
         self.registry.start()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers),
                              options=grpc_options(self.max_message_bytes))
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.registry, self.max_batch), server)
+        self.servicer = PredictionServicer(self.registry, self.max_batch, self.metrics)
+        self.status_servicer = ModelStatusServicer(self.registry, self.metrics)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.servicer, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(self.status_servicer, server)
+        server.add_generic_rpc_handlers((health_handler(self.registry),))
         self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
         if not self.port:
             self.registry.stop()
             raise OSError(f"cannot bind {self.host}:{self.requested_port}")
         server.start()
         self._server = server
-        log.info("PredictionService for model %r on %s (development server)", self.registry.model_name,
-                 self.address)
+        log.info("PredictionService, ModelService and grpc.health.v1.Health for model %r on %s (development "
+                 "server)", self.registry.model_name, self.address)
+        if self.requested_rest_port is not None:
+            from serving.rest import RestServer
+            try:
+                self._rest = RestServer(self, self.host, self.requested_rest_port, metrics_path=self.metrics_path)
+            except OSError:
+                self.stop()
+                raise
+            self.rest_port = self._rest.port
+            log.info("REST API for model %r on http://%s (/v1/models/%s, /v1/models/%s:predict%s)",
+                     self.registry.model_name, self.rest_address, self.registry.model_name, self.registry.model_name,
+                     f", metrics at {self.metrics_path}" if self.metrics_path else "")
         return self
 
     def stop(self, grace: float = 1.0):
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None

@@ -286,8 +286,15 @@ def test_cli_backfill(workspace, tmp_path, capsys):
                  "--output", str(out), "--start", "2024-03-03", "--end", "2024-03-03", "--assets", "ETHUSDT",
                  "--heads", "match", "--paths", "buy_vwap", "--targets", "volume",
                  "--constraints", "default,0:0.5", "--stride", "4", "--log-every", "8"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     df = _read(out)
+    # no run found near the model: the VWAP-curve column is NaN, and the command says why and how to fill it
+    assert "warning: vwap_curve_slippage_bps will be NaN: no pipeline run found" in captured.err
+    assert "--run ROOT" in captured.err and df["vwap_curve_slippage_bps"].isna().all()
+    assert printed["model_blessing"] == "blessed" and set(df["model_blessing"]) == {"blessed"}
+    from backfill.rows import COLUMNS
+    assert [c for c in df.columns if c not in ("date", "asset")] == list(COLUMNS)
     assert printed["windows"] == 96 // 4 and len(df) == 2 * printed["windows"]  # 2 constraints x 1 scenario
     assert set(df["max_rate"]) == {0.5, 1.0} and set(df["asset"].astype(str)) == {"ETHUSDT"}
     assert (df["origin_time"].dt.minute.isin([0])).all()  # stride 4 x 15 min: origins on the hour

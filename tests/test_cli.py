@@ -3,6 +3,7 @@ third-party logs by default (`--verbose` keeps them), one progress line per comp
 import logging
 import os
 import sys
+import time
 import warnings
 from importlib import metadata
 
@@ -13,13 +14,68 @@ from lems_cli.main import main
 from pipeline.configs import PipelineConfig, demo_config
 
 
-def test_run_rejects_a_bad_override_before_running(tmp_path):
+def test_run_rejects_a_bad_override_before_running(tmp_path, capsys):
     path = str(tmp_path / "c.yaml")
     demo_config(str(tmp_path / "root")).save(path)
-    with pytest.raises(SystemExit) as err:
-        main(["run", "--config", path, "--set", "model.input_clp=5"])
-    assert "input_clp" in str(err.value) and "config.model" in str(err.value) and path in str(err.value)
+    assert main(["run", "--config", path, "--set", "model.input_clp=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "input_clp" in err and "config.model" in err
     assert not (tmp_path / "root").exists()   # nothing ran
+
+
+def _config_errors(tmp_path):
+    """(argv, words the one-line message must hold) of configuration mistakes a user makes."""
+    bad_type, typo, bad_value, bad_yaml = (str(tmp_path / n) for n in ("t.yaml", "k.yaml", "v.yaml", "y.yaml"))
+    open(bad_type, "w").write('training: {epochs: "three"}\n')
+    open(typo, "w").write("trainig: {epochs: 3}\n")
+    open(bad_value, "w").write("sizes: {n_ahead: 0}\n")
+    open(bad_yaml, "w").write("training: {epochs: [\n")
+    no_backtest = str(tmp_path / "b.yaml")
+    open(no_backtest, "w").write("training: {epochs: 3}\n")
+    bad_fold = str(tmp_path / "f.yaml")
+    open(bad_fold, "w").write("backtest: {name: x, bogus: 1}\n")
+    return [
+        (["run", "--config", bad_type], [bad_type, "config.training.epochs: expected an integer, got 'three'",
+                                         "write numbers without quotes"]),
+        (["run", "--config", typo], [typo, "unknown key(s) ['trainig']", "did you mean config.training"]),
+        (["run", "--config", bad_value], [bad_value, "sizes.n_ahead must be >= 1 bar, got 0"]),
+        (["run", "--config", bad_yaml], [bad_yaml, "cannot parse config"]),
+        (["run", "--config", str(tmp_path / "missing.yaml")], ["config file not found", "missing.yaml"]),
+        (["run", "--config", bad_value, "--set", "training.epochs=0"], [bad_value]),
+        (["backtest", "--config", no_backtest], [no_backtest, "needs a `backtest` section"]),
+        (["backtest", "--config", bad_fold], [bad_fold, "unknown key(s) ['bogus'] in backtest"]),
+        (["backtest", "--config", bad_yaml], [bad_yaml]),
+        (["demo", "--save-config", str(tmp_path / "demo.txt")], ["demo.txt", "write a .yaml/.yml"]),
+    ]
+
+
+def test_config_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    """Each mistake: exit status 2 and exactly one line `error: ...` on stderr naming the file and the field,
+    no traceback; with --verbose the traceback comes first and the same line last."""
+    for argv, words in _config_errors(tmp_path):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        lines = captured.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, (argv, lines)
+        assert all(w in lines[0] for w in words), (argv, lines[0], words)
+    argv, _ = _config_errors(tmp_path)[0]
+    assert main(argv + ["--verbose"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Traceback (most recent call last):" and err[-1].startswith("error: ") and len(err) > 3
+
+
+def test_config_error_of_the_command_as_a_user_runs_it(tmp_path):
+    """The process itself: exit status 2, one stderr line, nothing on stdout."""
+    import subprocess
+    path = tmp_path / "bad.yaml"
+    path.write_text('training: {epochs: "three"}\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "lems_cli.main", "run", "--config", str(path)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {path}: config.training.epochs: expected an integer, got 'three' "
+                                        "(str) (quoted in the file? write numbers without quotes)"]
 
 
 def test_version_from_package_metadata(capsys):
@@ -34,19 +90,66 @@ def test_init_writes_a_documented_config_that_loads_and_validates(tmp_path, caps
     assert path in capsys.readouterr().out
     text = open(path, encoding="utf-8").read()
     loaded = PipelineConfig.from_file(path).validate()
-    assert loaded == (demo_config("./runs/demo") if preset == "demo" else PipelineConfig())
+    assert loaded == (demo_config("./runs/demo") if preset == "demo" else
+                      PipelineConfig().replace(data={"frequencies": [15, 90, 240]}))
     for p in (loaded.root, loaded.data.source, loaded.serving.serving_dir):  # relative, so the file travels
         assert not os.path.isabs(p) and "://" not in p, p
     # each section under its documentation; fields with a fixed set of values list them
     assert "# Hyperparameters of `lem_model.model.build_lem`" in text and "\nmodel:\n" in text
     assert [ln for ln in text.splitlines() if ln.strip().startswith("recurrent:")][0].endswith(
-        "# one of: tkan, lstm, gru")
+        "; one of: tkan, lstm, gru")
     # the blessing gate's settings, documented (components.evaluator.config)
     assert "interval_level: 0.95" in text and "max_std_ratio_margin: 0.1" in text and "max_match_std_ratio" not in text
     assert "# interval_level: level of the block-bootstrap intervals" in text
-    with pytest.raises(SystemExit, match="exists; pass --force"):
-        main(["init", "--config", path])
+    assert main(["init", "--config", path]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {path} exists; pass --force to overwrite it"
     assert main(["init", "--config", path, "--force", "--verbose"]) == 0  # --verbose anywhere on the line
+    _assert_every_field_explained(text)
+
+
+def _assert_every_field_explained(text: str) -> None:
+    """Each field written is named in its section's comment block (the comments right above the section; for
+    the top-level fields, the file's opening comments) or carries its own end-of-line comment."""
+    import re
+    sections = {k for k, v in PipelineConfig().to_dict().items() if isinstance(v, dict)}
+    block, comments, section, unexplained = [], None, None, []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            block.append(line)
+            continue
+        if not line.strip() or line.strip().startswith("-") or line.startswith("    "):
+            continue                                   # blank, list items, entries of a mapping field
+        key = line.strip().split(":", 1)[0]
+        if not line.startswith(" "):
+            if comments is None:                       # the opening comments document the top-level fields
+                comments = " ".join(block)
+            if key in sections:
+                section, comments, block = key, " ".join(block), []
+                continue
+            section = None
+        if re.search(rf"\b{re.escape(key)}\b", comments or "") is None and "  # " not in line:
+            unexplained.append(f"{section or '<top>'}.{key}")
+    assert not unexplained, unexplained
+
+
+def test_init_frequencies_are_derivable_from_the_bar_length(tmp_path, capsys):
+    from lems_cli.init import FIELD_NOTES, derivable_frequencies
+    assert derivable_frequencies(15) == [15, 90, 240]
+    assert derivable_frequencies(1) == derivable_frequencies(5) == [15, 90, 250]
+    assert derivable_frequencies(60) == [60, 240] and derivable_frequencies(1440) == [1440]
+    path = str(tmp_path / "h.yaml")
+    assert main(["init", "--config", path, "--bar-minutes", "60"]) == 0
+    assert "frequencies [60, 240] min" in capsys.readouterr().out
+    config = PipelineConfig.from_file(path)
+    assert config.data.frequencies == [60, 240]
+    text = open(path, encoding="utf-8").read()
+    assert "# frequencies 60, 240 min: each a whole multiple of the source bar length" in text
+    _assert_every_field_explained(text)
+    # no note names a field that does not exist (they would rot silently)
+    values = PipelineConfig().to_dict()
+    for section, notes in FIELD_NOTES.items():
+        fields = {k for k, v in values.items() if not isinstance(v, dict)} if section is None else set(values[section])
+        assert set(notes) <= fields, (section, set(notes) - fields)
 
 
 def test_demo_save_config_writes_without_running(tmp_path):
@@ -141,12 +244,40 @@ def test_component_progress_lines(restore_logging, capsys):
                 raise RuntimeError("boom")
     finally:
         absl_logger.removeHandler(sink)
-    out = capsys.readouterr().out.splitlines()
+    out = [line for line in capsys.readouterr().out.splitlines() if "still running" not in line]
     assert [n for n, _ in progress.finished] == ["ExampleGen", "Trainer"]
-    assert out[0].startswith("[pipeline] 1/3 ExampleGen finished in ") and out[1].startswith("[pipeline] 2/3 Trainer")
-    assert out[2].startswith("[pipeline] Pusher FAILED after ") and out[2].endswith("RuntimeError")
+    assert out[0] == "[pipeline] 1/3 ExampleGen: running"
+    assert out[1].startswith("[pipeline] 1/3 ExampleGen finished in ")
+    assert out[2].startswith("[pipeline] 2/3 Trainer: training the LEM") and out[3].startswith("[pipeline] 2/3 Trainer")
+    assert out[4] == ("[pipeline] 1/1 Pusher: copying the model to the serving directory if it was blessed")
+    assert out[5].startswith("[pipeline] Pusher FAILED after ") and out[5].endswith("RuntimeError")
     assert records == []  # quiet: no absl INFO record reached a handler
     assert absl_logger.level == logging.ERROR and absl_logging.get_verbosity() == absl_logging.ERROR  # restored
+
+
+def test_a_quiet_step_says_what_it_does(restore_logging, capsys):
+    """While a component runs and nothing is printed for `quiet_seconds`, a line names it, its elapsed time and
+    what it does; any output (an epoch line) resets the wait; sys.stdout is restored after the run."""
+    from absl import logging as absl_logging
+
+    from pipeline.local_runner import ComponentProgress
+    restore_logging.setup(verbose=False)
+    stdout = sys.stdout
+    with ComponentProgress(2, quiet_seconds=0.4):
+        absl_logging.info("Component %s is running.", "ServingCheck")
+        time.sleep(1.3)
+        print("[trainer] something", flush=True)
+        time.sleep(0.2)
+        absl_logging.info("Component %s is finished.", "ServingCheck")
+    assert sys.stdout is stdout
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[pipeline] 1/2 ServingCheck: loading the SavedModel as TF Serving does")
+    beats = [line for line in out if "still running" in line]
+    assert 1 <= len(beats) <= 4 and beats[0].startswith("[pipeline] ServingCheck still running (")
+    assert beats[0].endswith("s): loading the SavedModel as TF Serving does, replaying its warm-up requests, "
+                             "comparing with the Python path")
+    assert out.index("[trainer] something") == len(out) - 2 and out[-1].startswith("[pipeline] 1/2 ServingCheck "
+                                                                                   "finished in ")
 
 
 def test_epoch_line_is_short_and_has_the_figures_that_matter(capsys):
@@ -200,3 +331,11 @@ def test_run_prints_the_gate_lines_and_the_verdict(monkeypatch, capsys):
         out = capsys.readouterr().out
         assert f"Blessing:        {verdict}" in out and all(line in out for line in lines)
         assert ("FAILED [x] y" in out) == (not blessed)
+    # the way to a served model, whatever the verdict
+    print_summary(demo_config("/tmp/x"), RunSummary("r", nodes, 3.0, blessed=False, model_dir="/tmp/x/m"))
+    out = capsys.readouterr().out
+    assert ("lems push --unblessed --run /tmp/x && lems serve --model-base-path /tmp/x/serving/lem" in out
+            and "marked UNBLESSED" in out)
+    print_summary(demo_config("/tmp/x"), RunSummary("r", nodes, 3.0, blessed=True, model_dir="/tmp/x/m",
+                                                    pushed_model_dir="/tmp/x/serving/lem/1"))
+    assert "Next:            lems serve --model-base-path /tmp/x/serving/lem" in capsys.readouterr().out

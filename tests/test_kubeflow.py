@@ -130,8 +130,14 @@ def test_cli_and_dockerfile(tmp_path, capsys):
     cfg = tmp_path / "config.json"
     _config().replace(serving={"serving_dir": "/srv/models"}).save(str(cfg))
     out = tmp_path / "cli" / "pipeline.yaml"
-    assert main(["compile-kubeflow", "--config", str(cfg), "--output", str(out), "--trainer-gpus", "1",
-                 "--beam-args", "--runner=FlinkRunner --flink_master=flink:8081"]) == 0
+    args = ["compile-kubeflow", "--config", str(cfg), "--output", str(out), "--trainer-gpus", "1",
+            "--beam-args", "--runner=FlinkRunner --flink_master=flink:8081"]
+    # compiled for submission by default: the local serving directory is refused, nothing written
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: kubeflow compile refused (for a local or test compile, pass --allow-local): ")
+    assert "serving.serving_dir = '/srv/models' is a local path" in err and "\n" not in err and not out.exists()
+    assert main(args + ["--allow-local"]) == 0
     from kubeflow.runner import load_spec
     text = json.dumps(load_spec(str(out)))
     printed = capsys.readouterr()
@@ -141,3 +147,51 @@ def test_cli_and_dockerfile(tmp_path, capsys):
     with open(os.path.join(ROOT, "kubeflow", "Dockerfile")) as f:
         docker = f.read()
     assert "FROM gcr.io/tfx-oss-public/tfx:1.16.0" in docker and "pip install" in docker
+
+
+def test_submission_check_names_each_problem():
+    from kubeflow.runner import beam_runner, image_problem, submission_problems
+    for ok in (IMAGE, "ghcr.io/org/lems-tfx:0.1.0", "localhost:5000/lems-tfx:1",
+               "gcr.io/p/lems-tfx@sha256:" + "0" * 64):
+        assert image_problem(ok) is None, ok
+    assert "no registry host" in image_problem("lems-tfx:0.1.0")
+    assert "no registry host" in image_problem("org/lems-tfx:0.1.0")
+    assert "no tag or digest" in image_problem("gcr.io/p/lems-tfx")
+    assert beam_runner(["--a=1", "--runner", "FlinkRunner"]) == "FlinkRunner" and beam_runner(BEAM) == "DataflowRunner"
+    assert submission_problems(_config()) == []
+    problems = submission_problems(PipelineConfig())   # the defaults: local everything
+    assert len(problems) == 5
+    assert "kubeflow.image 'lems-tfx:0.1.0' names no registry host" in problems[0]
+    assert "runs Beam in each pod (no --runner: DirectRunner)" in problems[1]
+    assert [p.split(" = ")[0] for p in problems[2:]] == ["root", "data.source", "serving.serving_dir"]
+    direct = _config(beam_pipeline_args=["--runner=DirectRunner"])
+    assert ["kubeflow.beam_pipeline_args runs Beam in each pod (DirectRunner)" in p
+            for p in submission_problems(direct)] == [True]
+    assert len(submission_problems(_config().replace(root="file:///mnt/x"))) == 1
+
+
+def test_cli_compiles_a_submittable_spec_that_kfp_loads(tmp_path, capsys):
+    """Image, Beam runner and pipeline root from the config and the command line; the spec loads with kfp's
+    own loaders (the client's package reader and the component loader)."""
+    from kfp.client import client as kfp_client
+    import kfp.components as kc
+
+    from kubeflow.runner import load_spec, summarize
+    from lems_cli.main import main
+    cfg = tmp_path / "config.yaml"
+    _config(beam_pipeline_args=None, image="lems-tfx:0.1.0").save(str(cfg))
+    out = tmp_path / "pipeline.yaml"
+    base = ["compile-kubeflow", "--config", str(cfg), "--output", str(out)]
+    assert main(base) == 2 and "names no registry host" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--image", IMAGE, "--root", "gs://other/lems", "--set",
+                        "kubeflow.beam_pipeline_args=" + json.dumps(BEAM)]) == 0
+    printed = capsys.readouterr().out
+    assert "Beam runner DataflowRunner, pipeline root gs://other/lems/pipeline_root" in printed
+    spec = load_spec(str(out))
+    assert spec["defaultPipelineRoot"] == "gs://other/lems/pipeline_root"
+    s = summarize(spec)
+    assert set(s["images"].values()) == {IMAGE}
+    assert all(args[-len(BEAM):] == BEAM for args in s["args"].values())
+    doc = kfp_client._extract_pipeline_yaml(str(out))
+    assert doc.pipeline_spec.default_pipeline_root == "gs://other/lems/pipeline_root"
+    assert kc.load_component_from_file(str(out)).name

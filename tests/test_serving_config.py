@@ -53,3 +53,25 @@ def test_k8s_manifests_serve_the_pushed_directory_with_the_shipped_config():
     service = kinds["Service"]["spec"]
     assert service["selector"] == kinds["Deployment"]["spec"]["selector"]["matchLabels"]
     assert {p["port"] for p in service["ports"]} == {8500, 8501}
+
+
+def test_k8s_deployment_exports_prometheus_metrics_where_the_annotations_say():
+    """TF Serving's monitoring config enables Prometheus on the REST port at the path the pod annotations give
+    (the path `lems serve --metrics` uses too)."""
+    import re
+
+    from serving.metrics import DEFAULT_PATH
+    kinds = _manifests()
+    text = kinds["ConfigMap"]["data"]["monitoring.config"]
+    block = re.fullmatch(r"\s*prometheus_config\s*\{(?P<body>[^}]*)\}\s*", text)
+    assert block, text
+    fields = dict(re.findall(r"(\w+)\s*:\s*(\S+)", block["body"]))
+    assert fields == {"enable": "true", "path": f'"{DEFAULT_PATH}"'}
+    pod = kinds["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    args = dict(a.lstrip("-").split("=", 1) for a in container["args"])
+    config_mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert args["monitoring_config_file"] == os.path.join(config_mount["config"], "monitoring.config")
+    notes = pod["metadata"]["annotations"]
+    assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == DEFAULT_PATH
+    assert notes["prometheus.io/port"] == args["rest_api_port"]

@@ -300,13 +300,20 @@ def _build_pool():
 POOL, _FDPS = _build_pool()
 
 if hasattr(message_factory, "GetMessageClass"):       # protobuf >= 4.22
-    def _message_class(full_name: str):
-        return message_factory.GetMessageClass(POOL.FindMessageTypeByName(full_name))
-else:                                                  # protobuf 3.20 - 4.21: one factory, one class per type
-    _FACTORY = message_factory.MessageFactory(POOL)
+    def _message_class_in(pool, full_name: str):
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
+else:                                                  # protobuf 3.20 - 4.21: one factory per pool, one class per type
+    _FACTORIES: dict = {}
 
-    def _message_class(full_name: str):
-        return _FACTORY.GetPrototype(POOL.FindMessageTypeByName(full_name))
+    def _message_class_in(pool, full_name: str):
+        factory = _FACTORIES.setdefault(id(pool), message_factory.MessageFactory(pool))
+        return factory.GetPrototype(pool.FindMessageTypeByName(full_name))
+
+
+def _message_class(full_name: str):
+    """The message class of `full_name` in this module's private pool."""
+    return _message_class_in(POOL, full_name)
+
 
 TensorShapeProto = _message_class("tensorflow.TensorShapeProto")
 TensorProto = _message_class("tensorflow.TensorProto")
