@@ -1,9 +1,10 @@
-"""Keras 3 layers of the Large Execution Model (paper §2.2-2.3): the reference form, backend-agnostic (`keras.ops`).
+"""Keras 3 layers of the Large Execution Model (paper §2.2-2.3), backend-agnostic (`keras.ops`).
 
 Each layer's `call` is the definition of what it computes, written to be read: it calls its sub-layers or uses
-the weights it owns (`add_weight`), with the paper's equation numbers in the docstrings. `lem_model.fast`
-computes the same functions on the same weights with fewer, larger operations (the model's
-`implementation="fast"`); tests hold the two equal in values and gradients.
+the weights it owns (`add_weight`), with the paper's equation numbers in the docstrings. Before computing it, a
+call asks `lem_model.kernels` for a registered fast kernel of the same function (fewer, larger operations on the
+same weights), as Keras' LSTM asks `backend.lstm`; `implementation` ("auto", "fast" or "reference", saved in the
+config) is the switch. Tests hold each kernel equal to the definition in values and gradients.
 
 Shapes: B batch, T sequence positions, F bar features, E embedding size, H hidden size, N execution steps,
 P fused paths = (N+1) * 8, Hf fused-MLP hidden size, D step-input size = H + F + 2.
@@ -12,40 +13,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import keras
 from keras import ops
+
+from lem_model import kernels
+from lem_model.presets import DEFAULT_IMPLEMENTATION
+from lem_model.primitives import causal_mask, constrain_step, soft_clip_tolerance, step_rate  # noqa: F401 - re-exported
 
 PACKAGE = "lem_model"
 
 
 def _serializable(cls):
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
-
-
-def soft_clip(x, upper, sharpness):
-    """Differentiable upper clip (paper eq. 25): x * s + u * (1 - s), s = sigmoid(sharpness * (u - x)).
-
-    ~x for x << u, ~u for x >> u; exceeds u by at most `soft_clip_tolerance(sharpness)`.
-    """
-    s = ops.sigmoid(sharpness * (upper - x))
-    return x * s + upper * (1.0 - s)
-
-
-def soft_clip_tolerance(sharpness: float) -> float:
-    """max_x S(x, u, sharpness) - u = max_d d * sigmoid(-sharpness * d) = 0.27846... / sharpness."""
-    return 0.2784645427610738 / sharpness
-
-
-def constrain_step(raw, remaining, min_rate, max_rate, k: int, n_steps: int, sharpness: float):
-    """Eq. 26-27 for step k of n_steps: the MLP's raw output >= 0, the order's remaining fraction and the rates
-    (all broadcastable to one shape) -> the allocation a_k:
-        temp = soft_clip(raw + min_rate, max_rate)                 (eq. 26)
-        a_k  = clip(max(temp, R_k - (N-1-k) * max_rate), 0, R_k)   (eq. 27 + a feasibility floor: the rest
-                                                                     must fit under max_rate)."""
-    temp = soft_clip(raw + min_rate, max_rate, sharpness)
-    floor = remaining - float(n_steps - 1 - k) * max_rate
-    return ops.minimum(ops.maximum(ops.maximum(temp, floor), 0.0), remaining)
 
 
 @_serializable
@@ -80,16 +59,17 @@ class GatedResidualNetwork(keras.layers.Layer):
     `skip` is the identity when d_in == output_dim, else linear (no bias). With `groups=G` the input is
     [G, n, d_in] (group-major) and each group has its own weights: the per-variable GRNs of the VSN (eq. 9).
     Weights: w2 [d_in, units], w1 [units, units], w_glu [units, 2 * output_dim] laid out [gate | value],
-    w_skip [d_in, output_dim], each with a leading [G] axis when grouped (biases [G, 1, .]).
+    w_skip [d_in, output_dim], each with a leading [G] axis when grouped (biases [G, 1, .]). Kernel: "grn".
     """
 
     def __init__(self, units: int, output_dim: int | None = None, groups: int | None = None,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, implementation: str = DEFAULT_IMPLEMENTATION, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.output_dim = int(output_dim or units)
         self.groups = groups
         self.dropout = float(dropout)
+        self.implementation = implementation
         self.drop = keras.layers.Dropout(self.dropout) if self.dropout else None
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5)
 
@@ -106,7 +86,16 @@ class GatedResidualNetwork(keras.layers.Layer):
         self.w_skip = self._w("w_skip", (d_in, self.output_dim)) if d_in != self.output_dim else None
         self.norm.build(tuple(input_shape[:-1]) + (self.output_dim,))
 
+    def kernel_weights(self) -> dict:
+        """The weights by name, as kernels take them."""
+        return dict(w2=self.w2, b2=self.b2, w1=self.w1, b1=self.b1, w_glu=self.w45, b_glu=self.b45,
+                    w_skip=self.w_skip, gamma=self.norm.gamma, beta=self.norm.beta, epsilon=self.norm.epsilon)
+
     def call(self, x, training=None):
+        fast = kernels.run("grn", self.implementation, x, self.kernel_weights(), self.groups is not None,
+                           dropout_in_training=bool(training) and self.drop is not None)
+        if fast is not None:
+            return fast
         skip = x if self.w_skip is None else ops.matmul(x, self.w_skip)
         eta2 = ops.elu(ops.matmul(x, self.w2) + self.b2)                        # eq. 7
         eta1 = ops.matmul(eta2, self.w1) + self.b1                              # eq. 6
@@ -120,27 +109,30 @@ class GatedResidualNetwork(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "output_dim": self.output_dim,
-                "groups": self.groups, "dropout": self.dropout}
+                "groups": self.groups, "dropout": self.dropout, "implementation": self.implementation}
 
 
 @_serializable
 class VariableSelectionNetwork(keras.layers.Layer):
     """VSN (eq. 8-10): embeddings [B, T, F, E] -> [B, T, U]. Selection weights v = softmax(GRN_v(all F
     embeddings flattened)) over the F variables (eq. 8); each variable's embedding through its own GRN (eq. 9,
-    the F GRNs as one grouped GRN); the output is their v-weighted sum (eq. 10)."""
+    the F GRNs as one grouped GRN); the output is their v-weighted sum (eq. 10). Its kernel,
+    "embed_and_select", takes the bars and the `FeatureEmbedding`'s weights (`LargeExecutionModel`)."""
 
-    def __init__(self, units: int, dropout: float = 0.0, **kwargs):
+    def __init__(self, units: int, dropout: float = 0.0, implementation: str = DEFAULT_IMPLEMENTATION, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.dropout = float(dropout)
+        self.implementation = implementation
 
     def build(self, input_shape):
         f, e = input_shape[-2], input_shape[-1]
         self.num_vars = f
-        self.weight_grn = GatedResidualNetwork(self.units, output_dim=f, dropout=self.dropout, name="weights_grn")
+        self.weight_grn = GatedResidualNetwork(self.units, output_dim=f, dropout=self.dropout,
+                                               implementation=self.implementation, name="weights_grn")
         self.weight_grn.build((None, f * e))
         self.var_grn = GatedResidualNetwork(self.units, output_dim=self.units, groups=f, dropout=self.dropout,
-                                            name="variable_grns")
+                                            implementation=self.implementation, name="variable_grns")
         self.var_grn.build((f, None, e))
 
     def call(self, emb, training=None):
@@ -155,18 +147,21 @@ class VariableSelectionNetwork(keras.layers.Layer):
         return tuple(input_shape[:-2]) + (self.units,)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout,
+                "implementation": self.implementation}
 
 
 @_serializable
 class GateAddNorm(keras.layers.Layer):
     """LayerNorm(skip + GLU(x)), GLU(x) = sigmoid(x Wg + bg) * (x Wv + bv) (eq. 19, 23); [..., d] -> [..., units].
-    The GLU's two maps are one Dense sub-layer of 2 * units outputs laid out [gate | value]."""
+    The GLU's two maps are one Dense sub-layer of 2 * units outputs laid out [gate | value]. Kernel:
+    "gate_add_norm"."""
 
-    def __init__(self, units: int, dropout: float = 0.0, **kwargs):
+    def __init__(self, units: int, dropout: float = 0.0, implementation: str = DEFAULT_IMPLEMENTATION, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.dropout = float(dropout)
+        self.implementation = implementation
         self.glu = keras.layers.Dense(2 * self.units, name="glu")
         self.drop = keras.layers.Dropout(self.dropout) if self.dropout else None
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5)
@@ -176,18 +171,19 @@ class GateAddNorm(keras.layers.Layer):
         self.norm.build(tuple(x_shape[:-1]) + (self.units,))
 
     def call(self, x, skip, training=None):
+        fast = kernels.run("gate_add_norm", self.implementation, x, skip, self.glu.kernel, self.glu.bias,
+                           self.norm.gamma, self.norm.beta, self.norm.epsilon,
+                           dropout_in_training=bool(training) and self.drop is not None)
+        if fast is not None:
+            return fast
         if self.drop is not None:
             x = self.drop(x, training=training)
         gate, value = ops.split(self.glu(x), 2, axis=-1)
         return self.norm(skip + ops.sigmoid(gate) * value)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
-
-
-def causal_mask(num_queries: int, length: int) -> np.ndarray:
-    """bool [Q, T]: query i (at position T - Q + i) may attend to positions <= T - Q + i."""
-    return np.arange(length)[None, :] <= (length - num_queries + np.arange(num_queries))[:, None]
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout,
+                "implementation": self.implementation}
 
 
 @_serializable
@@ -197,12 +193,13 @@ class CausalAttention(keras.layers.Layer):
     call(query [B, Q, H], memory [B, T, H]) -> [B, Q, H]; query i sits at position T - Q + i and attends to
     memory positions <= T - Q + i (masked scores get exactly zero weight, so later positions cannot leak).
     Weights: query [H, heads, k], key_value [H, 2, heads, k] (keys, values), output [heads, k, H] and its
-    bias, k = H / heads.
+    bias, k = H / heads. Kernel: "attention".
     """
 
-    def __init__(self, num_heads: int, **kwargs):
+    def __init__(self, num_heads: int, implementation: str = DEFAULT_IMPLEMENTATION, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
+        self.implementation = implementation
 
     def build(self, query_shape, memory_shape=None):
         d = query_shape[-1]
@@ -216,6 +213,9 @@ class CausalAttention(keras.layers.Layer):
         self.bo = self.add_weight(name="output_bias", shape=(d,), initializer="zeros")
 
     def call(self, query, memory):
+        fast = kernels.run("attention", self.implementation, query, memory, self.wq, self.wkv, self.wo, self.bo)
+        if fast is not None:
+            return fast
         q = ops.einsum("bqd,dhk->bhqk", query, self.wq) / math.sqrt(self.key_dim)
         keys = ops.einsum("btd,dhk->bhtk", memory, self.wkv[:, 0])
         values = ops.einsum("btd,dhk->bhtk", memory, self.wkv[:, 1])
@@ -226,7 +226,7 @@ class CausalAttention(keras.layers.Layer):
         return ops.einsum("bqhk,hkd->bqd", heads, self.wo) + self.bo             # eq. 23
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads}
+        return {**super().get_config(), "num_heads": self.num_heads, "implementation": self.implementation}
 
 
 @_serializable
@@ -246,11 +246,14 @@ class StepwiseFusedAllocator(keras.layers.Layer):
     Weights, per step k < N-1: w_in [D, P*Hf] (the step inputs' first-layer term, path-major columns), b_in
     [P, 1, Hf], w_prev [P, N-1, Hf] (earlier allocations' first-layer term; step k uses rows < k), w_hidden_i
     [P, Hf, Hf], b_hidden_i [P, 1, Hf], w_out [P, Hf, 1], b_out [P, 1, 1]; all stacked over k on axis 0.
+    Kernel: "allocate".
     """
 
     def __init__(self, n_steps: int, num_paths: int, hidden_dim: int, num_layers: int = 2,
-                 activation: str = "relu", clip_sharpness: float = 100.0, tilt_bound: float = 0.0, **kwargs):
+                 activation: str = "relu", clip_sharpness: float = 100.0, tilt_bound: float = 0.0,
+                 implementation: str = DEFAULT_IMPLEMENTATION, **kwargs):
         super().__init__(**kwargs)
+        self.implementation = implementation
         self.n_steps, self.num_paths, self.hidden_dim = int(n_steps), int(num_paths), int(hidden_dim)
         self.tilt_bound = float(tilt_bound)
         if not self.tilt_bound >= 0:
@@ -278,23 +281,24 @@ class StepwiseFusedAllocator(keras.layers.Layer):
         # w_out = 0 and softplus(b_out) + 1/N^2 = 1/N, so temp = 1/N per step and the last step's remainder is
         # 1/N. Training then moves a path away from TWAP only as far as its gradient carries it; with a random
         # w_out each order started from its own random schedule, noisier than the TWAP the match head is gated
-        # against (demo measurements, with their run-to-run spread: benchmarks/HISTORY.md, "The demo").
+        # against (demo measurements, with their run-to-run spread: docs/experiments.md).
         self.w_out = self.add_weight(name="w_out", shape=(nd, p, h, 1), initializer="zeros")
         even = (self.n_steps - 1) / self.n_steps ** 2 if self.n_steps > 1 else 1.0
         self.b_out = self.add_weight(name="b_out", shape=(nd, p, 1, 1),
                                      initializer=keras.initializers.Constant(math.log(math.expm1(even))))
 
-    def step_rate(self, tilt, bias):
-        """A step's rate before the constraints from the output layer's per-order term `tilt` and its bias:
-        softplus(bias + tilt), or with tilt_bound c > 0 softplus(bias + c tanh(tilt / c)). The one definition the
-        fast forms (`lem_model.fast`) call too."""
-        if self.tilt_bound > 0:
-            tilt = self.tilt_bound * ops.tanh(tilt / self.tilt_bound)
-        return ops.softplus(tilt + bias)
+    def kernel_weights(self) -> dict:
+        """The weights by name, as kernels take them."""
+        return dict(w_in=self.w_in, b_in=self.b_in, w_prev=self.w_prev, w_hidden=self.w_hidden,
+                    b_hidden=self.b_hidden, w_out=self.w_out, b_out=self.b_out)
 
     def call(self, inputs, min_rate, max_rate, paths=None):
         """inputs [B, N, D], min_rate/max_rate [B, 1] -> allocations [B, N, P]; with `paths` (int [B], the flat
         path index 0..P-1 of each row, `layout.scenario_index`) only that path's allocations -> [B, N]."""
+        fast = kernels.run("allocate", self.implementation, inputs, min_rate, max_rate, self.kernel_weights(),
+                           self.act, self.clip_sharpness, self.tilt_bound, paths=paths)
+        if fast is not None:
+            return fast
         n, p, h, d = self.n_steps, self.num_paths, self.hidden_dim, inputs.shape[-1]
         remaining = ops.ones_like(min_rate) * ops.ones((1, p), dtype=min_rate.dtype)   # R_0 = 1, [B, P]
         allocs = []                                                                    # N-1 x [B, P]
@@ -305,7 +309,8 @@ class StepwiseFusedAllocator(keras.layers.Layer):
             x = self.act(z)                                                            # [B, P, Hf]
             for w, b in zip(self.w_hidden, self.b_hidden):
                 x = self.act(ops.einsum("bph,phg->bpg", x, w[k]) + b[k][:, 0])
-            raw = self.step_rate(ops.einsum("bph,ph->bp", x, self.w_out[k][..., 0]), self.b_out[k][:, 0, 0])
+            raw = step_rate(ops.einsum("bph,ph->bp", x, self.w_out[k][..., 0]), self.b_out[k][:, 0, 0],
+                            self.tilt_bound)
             a = constrain_step(raw, remaining, min_rate, max_rate, k, n, self.clip_sharpness)
             allocs.append(a)
             remaining = remaining - a
@@ -322,4 +327,5 @@ class StepwiseFusedAllocator(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "n_steps": self.n_steps, "num_paths": self.num_paths,
                 "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "activation": self.activation,
-                "clip_sharpness": self.clip_sharpness, "tilt_bound": self.tilt_bound}
+                "clip_sharpness": self.clip_sharpness, "tilt_bound": self.tilt_bound,
+                "implementation": self.implementation}

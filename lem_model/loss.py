@@ -51,13 +51,13 @@ import keras
 from keras import ops
 
 from lem_model import layout
-from lem_model.presets import PAPER_PNL_SHARPNESS, RISK_TERMS
+from lem_model.presets import LOSS_DEFAULTS as D, RISK_TERMS
 from lem_model.slippage import COMPLETION_TOL
 
 #: Sharpness of the soft completion weight tanh(s * remaining): ~1 once > 1% of the order remains.
-DEFAULT_MASK_SHARPNESS = 500.0
+DEFAULT_MASK_SHARPNESS = D["mask_sharpness"]
 #: k of the flexible heads' softplus(k * (D_buy - D_sell)) / k (module docstring); 1 = the paper's eq. 44.
-DEFAULT_PNL_SHARPNESS = PAPER_PNL_SHARPNESS
+DEFAULT_PNL_SHARPNESS = D["pnl_sharpness"]
 _EPS = 1e-12
 
 
@@ -115,16 +115,12 @@ def head_slippage(labels, allocations, mask_sharpness: float | None = None, tol:
     return ops.where(valid, safe_divide(achieved, bench, fallback=1.0) - 1.0, 0.0)
 
 
-def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHARPNESS,
-                  pnl_sharpness: float = DEFAULT_PNL_SHARPNESS, fixed_horizon_risk: bool = False,
-                  risk_term: str = RISK_TERMS[0], fixed_horizon_pnl: bool = True):
+def lem_objective(labels, allocations, mask_sharpness: float = D["mask_sharpness"],
+                  pnl_sharpness: float = D["pnl_sharpness"], fixed_horizon_risk: bool = D["fixed_horizon_risk"],
+                  risk_term: str = D["risk_term"], fixed_horizon_pnl: bool = D["fixed_horizon_pnl"]):
     """Per-sample loss [B] (see the module docstring for the objective, its sign, `pnl_sharpness`,
-    `fixed_horizon_risk`, `fixed_horizon_pnl` and `risk_term`)."""
-    if not pnl_sharpness > 0:
-        raise ValueError(f"pnl_sharpness must be > 0, got {pnl_sharpness!r}")
-    if risk_term not in RISK_TERMS:
-        raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
-    _check_fixed_horizon(fixed_horizon_risk, fixed_horizon_pnl)
+    `fixed_horizon_risk`, `fixed_horizon_pnl` and `risk_term`; defaults: `lem_model.presets.LOSS_DEFAULTS`)."""
+    check_options(pnl_sharpness, fixed_horizon_risk, fixed_horizon_pnl, risk_term)
     d = 100.0 * head_slippage(labels, allocations, mask_sharpness)      # [B, N+1, 4, 2], percent
     n = d.shape[1] - 1
     flex = d[:, :n] if fixed_horizon_pnl else d[:, :n - 1]
@@ -138,7 +134,12 @@ def lem_objective(labels, allocations, mask_sharpness: float = DEFAULT_MASK_SHAR
     return (pnl + risk) / float(2 * flex.shape[1] * 2 + 2 * layout.NUM_PATHS * risk_heads.shape[1])
 
 
-def _check_fixed_horizon(fixed_horizon_risk: bool, fixed_horizon_pnl: bool):
+def check_options(pnl_sharpness: float, fixed_horizon_risk: bool, fixed_horizon_pnl: bool, risk_term: str):
+    """The loss options' one check (ValueError)."""
+    if not pnl_sharpness > 0:
+        raise ValueError(f"pnl_sharpness must be > 0, got {pnl_sharpness!r}")
+    if risk_term not in RISK_TERMS:
+        raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
     if not fixed_horizon_pnl and not fixed_horizon_risk:
         raise ValueError("fixed_horizon_pnl=False needs fixed_horizon_risk=True: otherwise the minimum-period-N head "
                          "has no term in the loss")
@@ -148,13 +149,11 @@ def _check_fixed_horizon(fixed_horizon_risk: bool, fixed_horizon_pnl: bool):
 class LEMLoss(keras.losses.Loss):
     """Keras loss: y_true = labels [B, N, 2], y_pred = allocations [B, N, N+1, 4, 2]."""
 
-    def __init__(self, mask_sharpness: float = DEFAULT_MASK_SHARPNESS, pnl_sharpness: float = DEFAULT_PNL_SHARPNESS,
-                 fixed_horizon_risk: bool = False, risk_term: str = RISK_TERMS[0], fixed_horizon_pnl: bool = True,
-                 name: str = "lem_loss", **kwargs):
+    def __init__(self, mask_sharpness: float = D["mask_sharpness"], pnl_sharpness: float = D["pnl_sharpness"],
+                 fixed_horizon_risk: bool = D["fixed_horizon_risk"], risk_term: str = D["risk_term"],
+                 fixed_horizon_pnl: bool = D["fixed_horizon_pnl"], name: str = "lem_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        if risk_term not in RISK_TERMS:
-            raise ValueError(f"risk_term must be one of {RISK_TERMS}, got {risk_term!r}")
-        _check_fixed_horizon(fixed_horizon_risk, fixed_horizon_pnl)
+        check_options(pnl_sharpness, fixed_horizon_risk, fixed_horizon_pnl, risk_term)
         self.fixed_horizon_pnl = bool(fixed_horizon_pnl)
         self.mask_sharpness = float(mask_sharpness)
         self.pnl_sharpness = float(pnl_sharpness)

@@ -19,14 +19,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lem_model import layout
+from lem_model import kernels, layout
 from lem_model.features import VOLUME_COLUMN
 from lem_model.presets import PAPER_CONFIG, SMALL_CONFIG  # noqa: F401 - SMALL_CONFIG re-exported: lem_model.model.SMALL_CONFIG
-from lem_model.presets import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, INPUT_CLIP, RISK_TERMS, XLA_MAX_BATCH
+from lem_model.presets import IMPLEMENTATIONS, LOSS_DEFAULTS, MODEL_DEFAULTS as D
 from lem_model.presets import RECURRENT_CHOICES  # noqa: F401 - re-exported: configs check it without Keras
 from lem_model.layers import (CausalAttention, FeatureEmbedding, GateAddNorm, GatedResidualNetwork,
                               StepwiseFusedAllocator, VariableSelectionNetwork, soft_clip_tolerance)
-from lem_model.recurrent import make_recurrent, recurrent_sequence  # noqa: F401 - make_recurrent re-exported
+from lem_model.recurrent import make_recurrent
 
 
 @keras.saving.register_keras_serializable(package="lem_model", name="LargeExecutionModel")
@@ -43,31 +43,35 @@ class LargeExecutionModel(keras.Model):
     allocator's output logits to +-this around the learned per-step base rate: `StepwiseFusedAllocator`; 0, the
     default, = no bound, the paper's form).
 
-    implementation: how the same function is computed, as Keras' LSTM has `use_cudnn`:
-      - "reference": each layer's own `call` (`lem_model.layers`), the definition to read;
-      - "fast": `lem_model.fast`, the same function on the same weights with fewer, larger ops, plus TensorFlow
-        kernels under that backend (`lem_model.fast_tf`); refuses what it cannot compute (TKAN dropout in
-        training);
-      - "auto" (default): "fast" where it can compute the call, "reference" otherwise.
-    Outputs agree to float32 rounding (tests hold the forms equal in values and gradients).
-    xla_max_batch: in traced TensorFlow inference graphs (export, serving) of the fast form, batches up to this
-      size run XLA-compiled (`lem_model.fast_tf.small_batch_xla`: ~2 vs ~15 ms at batch 1, paper config); a
-      SavedModel holding it needs `tensorflow_model_server --xla_cpu_compilation_enabled=true`; 0 disables it.
+    implementation: how the same function is computed, as Keras' LSTM has `use_cudnn` (`lem_model.kernels`):
+      "reference" (each block's definition), "auto" (default: each block's registered kernel where it takes the
+      call) or "fast" (as "auto", a kernel that declines, e.g. with dropout in training, is an error). Outputs
+      agree to float32 rounding (tests hold kernels and definitions equal in values and gradients).
+    xla_max_batch: in traced TensorFlow inference graphs (export, serving) outside "reference", batches up to this
+      size run XLA-compiled (kernel "small_batch_xla": ~2 vs ~15 ms at batch 1, paper config); a SavedModel
+      holding it needs `tensorflow_model_server --xla_cpu_compilation_enabled=true`; 0 disables it.
+    context_chunks: in training outside "reference", the context block runs on this many batch chunks, subgraphs
+      that TensorFlow runs at the same time on as many inter-op threads (kernel "in_chunks": a train step 4 %
+      faster with 2 on 2 CPU cores); 1 (default) = one pass, the choice for one GPU or one thread.
+    Defaults: `lem_model.presets` (PAPER_CONFIG, MODEL_DEFAULTS).
     """
 
     def __init__(self, lookback: int = PAPER_CONFIG["lookback"], n_ahead: int = PAPER_CONFIG["n_ahead"],
                  hidden_size: int = PAPER_CONFIG["hidden_size"], num_embedding: int = PAPER_CONFIG["num_embedding"],
                  num_heads: int = PAPER_CONFIG["num_heads"],
-                 fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"], fused_mlp_layers: int = 2,
-                 recurrent: str = "tkan", dropout: float = 0.0, clip_sharpness: float = 100.0,
-                 input_clip: float = INPUT_CLIP, volume_clip: float = INPUT_CLIP, tilt_bound: float = 0.0,
-                 implementation: str = DEFAULT_IMPLEMENTATION,
-                 xla_max_batch: int = XLA_MAX_BATCH, **kwargs):
+                 fused_mlp_hidden_dim: int = PAPER_CONFIG["fused_mlp_hidden_dim"],
+                 fused_mlp_layers: int = D["fused_mlp_layers"], recurrent: str = D["recurrent"],
+                 dropout: float = D["dropout"], clip_sharpness: float = D["clip_sharpness"],
+                 input_clip: float = D["input_clip"], volume_clip: float = D["volume_clip"],
+                 tilt_bound: float = D["tilt_bound"], implementation: str = D["implementation"],
+                 xla_max_batch: int = D["xla_max_batch"], context_chunks: int = D["context_chunks"], **kwargs):
         super().__init__(**kwargs)
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         if int(xla_max_batch) < 0:
             raise ValueError(f"xla_max_batch must be >= 0 (0 disables the XLA path), got {xla_max_batch}")
+        if int(context_chunks) < 1:
+            raise ValueError(f"context_chunks must be >= 1 (1 = one pass), got {context_chunks}")
         if lookback < 1 or n_ahead < 1:
             raise ValueError(f"lookback and n_ahead must be >= 1 bar, got {lookback}, {n_ahead}")
         if hidden_size % num_heads:
@@ -81,22 +85,24 @@ class LargeExecutionModel(keras.Model):
         if not self.volume_clip > 0:
             raise ValueError(f"volume_clip must be > 0, got {volume_clip}")
         self.implementation, self.xla_max_batch = implementation, int(xla_max_batch)
+        self.context_chunks = int(context_chunks)
         self.tilt_bound = float(tilt_bound)
         self.num_paths = layout.num_min_periods(self.n_ahead) * layout.PATHS_PER_MIN_PERIOD
 
-        h = self.hidden_size
+        # Sub-layers in this order, with these attribute and class names: saved weights are found by them.
+        h, opts = self.hidden_size, dict(dropout=self.dropout, implementation=implementation)
         self.embedding = FeatureEmbedding(self.num_embedding, name="embedding")
-        self.vsn = VariableSelectionNetwork(self.num_embedding, dropout=self.dropout, name="vsn")
-        self.recurrent_layer = make_recurrent(recurrent, h, self.dropout)
+        self.vsn = VariableSelectionNetwork(self.num_embedding, **opts, name="vsn")
+        self.recurrent_layer = make_recurrent(recurrent, h, **opts)
         self.skip_projection = keras.layers.Dense(h, use_bias=False, name="skip_projection")
-        self.recurrent_gate = GateAddNorm(h, dropout=self.dropout, name="recurrent_gate")
-        self.recurrent_grn = GatedResidualNetwork(h, dropout=self.dropout, name="recurrent_grn")
-        self.attention = CausalAttention(self.num_heads, name="attention")
-        self.attention_gate = GateAddNorm(h, dropout=self.dropout, name="attention_gate")
-        self.context_grn = GatedResidualNetwork(h, dropout=self.dropout, name="context_grn")
+        self.recurrent_gate = GateAddNorm(h, **opts, name="recurrent_gate")
+        self.recurrent_grn = GatedResidualNetwork(h, **opts, name="recurrent_grn")
+        self.attention = CausalAttention(self.num_heads, implementation=implementation, name="attention")
+        self.attention_gate = GateAddNorm(h, **opts, name="attention_gate")
+        self.context_grn = GatedResidualNetwork(h, **opts, name="context_grn")
         self.allocator = StepwiseFusedAllocator(self.n_ahead, self.num_paths, self.fused_mlp_hidden_dim,
-                                                num_layers=self.fused_mlp_layers,
-                                                clip_sharpness=self.clip_sharpness, tilt_bound=tilt_bound,
+                                                num_layers=self.fused_mlp_layers, clip_sharpness=self.clip_sharpness,
+                                                tilt_bound=tilt_bound, implementation=implementation,
                                                 name="allocator")
 
     @property
@@ -128,38 +134,38 @@ class LargeExecutionModel(keras.Model):
         self.allocator.build((b, n, h + f + 2))
 
     def call(self, inputs, training=None):
-        if self._fast(training):
-            from lem_model import fast
-            return fast.call(self, inputs, training)
         x, min_rate, max_rate = self._clean_inputs(inputs)
-        c = self._context(x, training)                                          # [B, N, H]
+        if training and self.context_chunks > 1:  # batch chunks in one graph (kernel "in_chunks")
+            c = kernels.run("in_chunks", self.implementation, lambda part: self._context(part, training), x,
+                            self.context_chunks)
+        else:
+            c = self._small_batches_compiled(training, lambda bars: self._context(bars, training), x)
+        c = self._context(x, training) if c is None else c                      # [B, N, H]
         alloc = self.allocator(self.step_inputs(c, x, min_rate, max_rate), min_rate, max_rate)  # [B, N, P]
         N = self.n_ahead
         return ops.reshape(alloc, (-1, N, N + 1, layout.NUM_PATHS, layout.NUM_TARGETS))
 
     def allocate_scenario(self, inputs, scenario, training=False):
         """One scenario per row: `scenario` int [B] (`layout.scenario_index`) -> allocations [B, N], equal to
-        `call(inputs)` flattened over its last three axes and indexed there. The fast form runs only that
-        scenario's fused MLPs (the serving path of one live order: ~1/P of the allocator's weights are read),
-        XLA-compiled end to end for small batches in traced inference."""
+        `call(inputs)` flattened over its last three axes and indexed there. The allocator's kernel runs only that
+        scenario's fused MLPs (the serving path of one live order: ~1/P of the allocator's weights are read)."""
         x, min_rate, max_rate = self._clean_inputs(inputs)
         scenario = ops.cast(ops.reshape(scenario, (-1,)), "int32")
-        if self._fast(training):
-            from lem_model import fast
-            return fast.scenario_allocations(self, x, min_rate, max_rate, scenario, training)
-        c = self._context(x, training)
-        return self.allocator(self.step_inputs(c, x, min_rate, max_rate), min_rate, max_rate, paths=scenario)
 
-    def _fast(self, training) -> bool:
-        if self.implementation == "reference":
-            return False
-        from lem_model import fast
-        if fast.supported(self, training):
-            return True
-        if self.implementation == "fast":
-            raise ValueError("implementation='fast' cannot compute recurrent='tkan' with dropout while training; "
-                             "use implementation='auto' or 'reference', or dropout=0")
-        return False
+        def run(x, min_rate, max_rate, scenario):
+            c = self._context(x, training)
+            return self.allocator(self.step_inputs(c, x, min_rate, max_rate), min_rate, max_rate, paths=scenario)
+
+        return self._small_batches_compiled(training, run, x, min_rate, max_rate, scenario)
+
+    def _small_batches_compiled(self, training, fn, *xs):
+        """fn(*xs); in traced inference graphs with xla_max_batch >= 1 (outside "reference"), batches up to it
+        XLA-compiled (kernel "small_batch_xla", TensorFlow)."""
+        if training is False and self.xla_max_batch >= 1:
+            out = kernels.run("small_batch_xla", self.implementation, fn, self.xla_max_batch, *xs)
+            if out is not None:
+                return out
+        return fn(*xs)
 
     def _clean_inputs(self, inputs):
         """Checked inputs -> (bars 0..L+N-2 [B, L+N-1, F] finite and clipped, min_rate [B, 1], max_rate [B, 1])."""
@@ -187,11 +193,19 @@ class LargeExecutionModel(keras.Model):
         return ops.concatenate(
             [c, x[:, self.lookback - 1:], ops.repeat(ops.expand_dims(rates, 1), self.n_ahead, axis=1)], axis=-1)
 
+    def _embed_and_select(self, x, training):
+        """Embedding (§2.2.1) and VSN (eq. 8-10): x [B, T, F] -> [B, T, E]; the kernel computes both without
+        materialising the [B, T, F, E] embeddings."""
+        emb, vsn = self.embedding, self.vsn
+        fast = kernels.run("embed_and_select", self.implementation, x, emb.kernel, emb.bias,
+                           vsn.weight_grn.kernel_weights(), vsn.var_grn.kernel_weights(),
+                           dropout_in_training=bool(training) and self.dropout > 0)
+        return vsn(emb(x), training=training) if fast is None else fast
+
     def _context(self, x, training):
-        """The reference context block: input bars x [B, L+N-1, F] -> each execution step's context [B, N, H]."""
-        e = self.embedding(x)                                                    # [B, T, F, E]     §2.2.1
-        v = self.vsn(e, training=training)                                       # [B, T, E]        eq. 8-10
-        r = recurrent_sequence(self.recurrent_layer, v, training)                # [B, T, H]        eq. 12-18
+        """The context block: input bars x [B, L+N-1, F] -> each execution step's context [B, N, H]."""
+        v = self._embed_and_select(x, training)                                  # [B, T, E]   §2.2.1, eq. 8-10
+        r = self.recurrent_layer(v, training=training)                           # [B, T, H]        eq. 12-18
         s = self.recurrent_gate(r, self.skip_projection(v), training=training)   # [B, T, H]        eq. 19
         s = self.recurrent_grn(s, training=training)                             # [B, T, H]
         q = s[:, self.lookback - 1:]                                             # step k <- position L+k-1
@@ -209,7 +223,8 @@ class LargeExecutionModel(keras.Model):
                 "fused_mlp_layers": self.fused_mlp_layers, "recurrent": self.recurrent,
                 "dropout": self.dropout, "clip_sharpness": self.clip_sharpness, "input_clip": self.input_clip,
                 "volume_clip": self.volume_clip, "tilt_bound": self.tilt_bound,
-                "implementation": self.implementation, "xla_max_batch": self.xla_max_batch}
+                "implementation": self.implementation, "xla_max_batch": self.xla_max_batch,
+                "context_chunks": self.context_chunks}
 
     @classmethod
     def from_config(cls, config):
@@ -226,26 +241,23 @@ def build_lem(num_features: int | None = None, batch_size: int | None = None, **
     return model
 
 
-def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, mask_sharpness: float | None = None,
-                pnl_sharpness: float | None = None, fixed_horizon_risk: bool = False, risk_term: str | None = None,
-                fixed_horizon_pnl: bool = True, metrics: bool = True, jit_compile="auto", clipnorm: float | None = None) -> LargeExecutionModel:
+def compile_lem(model: LargeExecutionModel, learning_rate: float = 1e-5, *, metrics: bool = True,
+                jit_compile="auto", clipnorm: float | None = None, **loss_options) -> LargeExecutionModel:
     """Compile with Adam (paper §3.4: lr 1e-5; `lem_model.optim.LemAdam`, fused on TensorFlow), the LEM loss
     and the slippage metrics (bps).
 
-    jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default). pnl_sharpness: risk
-    aversion of the flexible heads (`lem_model.loss`; None = the paper's 1); fixed_horizon_risk: the risk term on the
-    minimum-period-N head too (`lem_model.loss`; False = the paper); fixed_horizon_pnl: False drops that head's PnL
-    term (`lem_model.loss`; True = the paper); risk_term: the risk term's form
-    (`lem_model.presets.RISK_TERMS`; None = the paper's softplus(|D|)).
+    jit_compile: passed to `Model.compile` ("auto" = XLA where Keras enables it by default). loss_options: the
+    options of `lem_model.loss.LEMLoss` (mask_sharpness, pnl_sharpness, fixed_horizon_risk, fixed_horizon_pnl,
+    risk_term; None or absent = the default, the paper's objective: `lem_model.presets.LOSS_DEFAULTS`).
     """
-    from lem_model.loss import DEFAULT_MASK_SHARPNESS, DEFAULT_PNL_SHARPNESS, LEMLoss
+    from lem_model.loss import LEMLoss
     from lem_model.metrics import lem_metrics
     from lem_model.optim import LemAdam
 
-    loss = LEMLoss(mask_sharpness=DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness,
-                   pnl_sharpness=DEFAULT_PNL_SHARPNESS if pnl_sharpness is None else pnl_sharpness,
-                   fixed_horizon_risk=fixed_horizon_risk, risk_term=RISK_TERMS[0] if risk_term is None else risk_term,
-                   fixed_horizon_pnl=fixed_horizon_pnl)
+    unknown = sorted(set(loss_options) - set(LOSS_DEFAULTS))
+    if unknown:
+        raise TypeError(f"compile_lem() got unknown loss option(s) {unknown}; known: {sorted(LOSS_DEFAULTS)}")
+    loss = LEMLoss(**{k: v for k, v in loss_options.items() if v is not None})
     model.compile(optimizer=LemAdam(learning_rate=learning_rate, clipnorm=clipnorm), loss=loss,
                   metrics=lem_metrics() if metrics else None, jit_compile=jit_compile)
     return model

@@ -10,6 +10,17 @@ import keras
 from keras import ops
 
 
+def _adam_slots(optimizer: keras.optimizers.Adam, variable):
+    """The (first moment, second moment) slot variables Keras' Adam keeps for `variable`.
+
+    The project's one use of private Keras optimizer API: Keras 3 has no public accessor for a variable's slots
+    inside `update_step` (its own Adam reads them like this). Pinned to Keras 3.x's `Adam` (checked on 3.12):
+    `_get_variable_index`, `_momentums`, `_velocities`; tests/test_model_optim.py holds the updates equal to
+    Keras' own Adam, so a Keras release that renames them fails there."""
+    index = optimizer._get_variable_index(variable)
+    return optimizer._momentums[index], optimizer._velocities[index]
+
+
 def _handle(variable):
     """The resource handle of a Keras variable or of the tf.Variable Keras passes to `update_step`."""
     return variable.handle if hasattr(variable, "handle") else variable.value.handle
@@ -27,8 +38,7 @@ class LemAdam(keras.optimizers.Adam):
 
         dtype = variable.dtype
         t = ops.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
+        m, v = _adam_slots(self, variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(m), v=_handle(v),
             beta1_power=ops.power(ops.cast(self.beta_1, dtype), t),

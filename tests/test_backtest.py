@@ -19,7 +19,9 @@ def _backtest_dict(root, data_dir):
         "data": {"source": str(data_dir), "frequencies": [15, 30], "stride": 2, "start": "2024-01-01",
                  "eval_start": "2024-01-05", "test_start": "2024-01-08", "embargo_bars": 4},
         "sizes": {"n_ahead": N, "lookback": L, "norm_window": W},
-        "model": {"hidden_size": 8, "num_embedding": 4, "num_heads": 2, "fused_mlp_hidden_dim": 8, "recurrent": "lstm"},
+        # xla_max_batch 1: the exported model's small-batch XLA path compiled for one batch size, not four
+        "model": {"hidden_size": 8, "num_embedding": 4, "num_heads": 2, "fused_mlp_hidden_dim": 8, "recurrent": "lstm",
+                  "xla_max_batch": 1},
         "training": {"learning_rate": 1e-3, "batch_size": 64, "epochs": 1, "verbose": 0, "jit_compile": False},
         "evaluation": {"min_slice_orders": 1},
         "report": {"enabled": False},

@@ -1,4 +1,7 @@
-"""Save/load round trips: the native .keras format and a TensorFlow SavedModel give identical outputs."""
+"""Save/load round trips: the native .keras format and a TensorFlow SavedModel give identical outputs; a model saved
+by an earlier version of the code loads with the same function."""
+import os
+
 import numpy as np
 import pytest
 import keras
@@ -45,3 +48,19 @@ def test_export_saved_model_has_named_contract_signature(trained, tmp_path):
     assert set(sig.structured_input_signature[1]) == {"bars", "min_rate", "max_rate"}
     out = sig(**{k: tf.constant(v) for k, v in x.items()})["allocations"]
     np.testing.assert_allclose(out.numpy(), np.asarray(trained(x)), **XLA_ALLOC_TOL)  # traced: XLA
+
+
+def test_model_saved_before_the_layer_kernel_split_loads_with_the_same_allocations():
+    """tests/fixtures/legacy_models/README.md: a TKAN LEM saved when its recurrent block was `tkan.TKAN` and its
+    fast form `lem_model.fast` (commit 23b7912): same weights found, same allocations, under every implementation."""
+    import lem_model.model  # noqa: F401 - registers the classes
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "legacy_models")
+    saved = dict(np.load(os.path.join(folder, "lem_tkan_23b7912_io.npz")))
+    x = {k: saved[k] for k in ("bars", "min_rate", "max_rate")}
+    loaded = keras.saving.load_model(os.path.join(folder, "lem_tkan_23b7912.keras"))
+    assert np.abs(saved["allocations"] - 1.0 / loaded.n_ahead).max() > 1e-3  # allocations that depend on weights
+    np.testing.assert_allclose(np.asarray(loaded(x)), saved["allocations"], **ALLOC_TOL)
+    reference = lem_model.model.LargeExecutionModel.from_config({**loaded.get_config(), "implementation": "reference"})
+    reference.build({k: (None,) + v.shape[1:] for k, v in x.items()})
+    reference.set_weights(loaded.get_weights())
+    np.testing.assert_allclose(np.asarray(reference(x)), saved["allocations"], **ALLOC_TOL)

@@ -1,12 +1,12 @@
 """The one-scenario path (`LargeExecutionModel.allocate_scenario`, the `serve_scenario` signature's model
 call): the same fractions as the full output at that scenario, in eager mode and in traced inference (XLA for
-small batches, plain above `xla_max_batch`; both forms of the full allocator's products), and causal in the
+small batches, plain above `xla_max_batch`; both forms of the allocator kernel's products), and causal in the
 same way."""
 import numpy as np
 import pytest
 
 from lem_model import layout
-from lem_model.fast_tf import MATMUL_T_NARROW
+from lem_model.kernels.tensorflow_kernels import MATMUL_T_NARROW
 from lem_model.presets import XLA_MAX_BATCH
 from lem_model_testutils import ALLOC_TOL, TINY, XLA_ALLOC_TOL, random_inputs, tiny_model
 

@@ -88,7 +88,8 @@ def test_every_data_field_reaches_the_example_gen_config():
                "embargo_bars": 5, "missing_bar_rule": "skip", "missing_bar_rule_by_frequency": {"60": "zero_fill"},
                "max_gap_bars": 3, "bad_rows": "drop", "quote_volume": "volume_x_adj_close", "min_examples_per_split": 7, "input_patterns": ["binance"],
                "source_bar_minutes": 15, "source_bar_minutes_by_asset": {"AAPL": 1440}, "outliers": "drop",
-               "outlier_window": 48, "outlier_volume_z": 9.5, "outlier_return_z": 150}
+               "outlier_window": 48, "outlier_volume_z": 9.5, "outlier_return_z": 150, "screen_volume_z": 7,
+               "screen_vwap_z": 0, "missing_quote_volume": "drop", "timezone": "America/New_York"}
     assert set(changed) == set(INGESTION_DATA_FIELDS)
     config = PipelineConfig().replace(data=changed, sizes={"n_ahead": 6, "lookback": 20, "norm_window": 40})
     got = config.validate().ingestion_config()
@@ -98,7 +99,8 @@ def test_every_data_field_reaches_the_example_gen_config():
         missing_bar_rule="skip", missing_bar_rule_by_frequency={60: "zero_fill"}, max_gap_bars=3, bad_rows="drop", quote_volume="volume_x_adj_close",
         min_examples_per_split=7, input_patterns=("binance",), source_bar_minutes=15,
         source_bar_minutes_by_asset={"AAPL": 1440}, outliers="drop", outlier_window=48, outlier_volume_z=9.5,
-        outlier_return_z=150.0)
+        outlier_return_z=150.0, screen_volume_z=7.0, screen_vwap_z=0.0, missing_quote_volume="drop",
+        timezone="America/New_York")
 
 
 def test_overrides_set_fields_as_a_file_would():
@@ -223,3 +225,12 @@ def test_semantic_model_errors_name_the_field(model, message):
     from pipeline.configs import PipelineConfig
     with pytest.raises(ValueError, match=message):
         PipelineConfig.from_dict({"model": model}).validate()
+
+
+def test_fixed_horizon_pnl_without_its_risk_term_is_refused_and_the_demo_trains_that_head_as_a_tracker():
+    cfg = demo_config("/tmp/demo")
+    assert cfg.training.fixed_horizon_risk is True and cfg.training.fixed_horizon_pnl is False
+    cfg.validate()
+    cfg.training.fixed_horizon_risk = False
+    with pytest.raises(ValueError, match="fixed_horizon_pnl"):
+        cfg.validate()

@@ -1,4 +1,6 @@
-"""The whole pipeline under LocalDagRunner on tiny generated data (N=4, L=8, W=16, hidden 8, 1 epoch).
+"""The whole pipeline under LocalDagRunner on tiny generated data (N=4, L=8, W=16, hidden 8, 1 epoch; the
+exported model's small-batch XLA path bounded at batch 1, so the Trainer's export, the ServingCheck's warm-up
+replay and the Evaluator compile it for one batch size instead of four).
 
 Three runs on one pipeline root and ML Metadata store:
   1. no slice gated (`min_slice_orders` above the test split's orders: only non-finite values could fail):
@@ -45,7 +47,8 @@ def runs(tmp_path_factory):
         data=DataConfig(source=str(root / "data"), frequencies=[15], stride=2, eval_start="2024-01-08",
                         test_start="2024-01-10"),
         sizes=SizesConfig(n_ahead=N, lookback=L, norm_window=W),
-        model=ModelConfig(hidden_size=8, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=8, recurrent="lstm"),
+        model=ModelConfig(hidden_size=8, num_embedding=4, num_heads=2, fused_mlp_hidden_dim=8, recurrent="lstm",
+                          xla_max_batch=1),
         training=TrainingConfig(learning_rate=1e-3, batch_size=64, epochs=1, verbose=0, jit_compile=False),
         evaluation=EvaluationConfig(min_slice_orders=10**6),
         serving=ServingConfig(serving_dir=str(root / "serving")),
@@ -59,6 +62,13 @@ def runs(tmp_path_factory):
     out["strict"] = local_runner.run(out["strict_config"])
     out["versions_strict"] = _versions(config)
     return out
+
+
+@pytest.fixture(scope="module")
+def pushed(runs):
+    """The first run's pushed SavedModel, loaded once for the tests that call its signatures."""
+    import tensorflow as tf
+    return tf.saved_model.load(runs["first"].pushed_model_dir)
 
 
 def test_first_run_records_every_artifact_in_ml_metadata(runs):
@@ -94,7 +104,7 @@ def test_blessed_run_is_pushed_in_tf_serving_layout(runs):
     assert check["passed"] and check["details"]["comparisons"] >= 5 and check["details"]["warmup_requests"] > 0
 
 
-def test_pushed_model_serves_valid_allocations_through_both_signatures(runs):
+def test_pushed_model_serves_valid_allocations_through_both_signatures(runs, pushed):
     import tensorflow as tf
 
     from components.report.component import read_raw_examples
@@ -102,7 +112,7 @@ def test_pushed_model_serves_valid_allocations_through_both_signatures(runs):
     examples = first.nodes["MarketDataExampleGen"].outputs["examples"][0]
     raw = read_raw_examples(os.path.join(examples, "Split-test"))
     b = min(32, len(raw["serialized"]))
-    loaded = tf.saved_model.load(first.pushed_model_dir)
+    loaded = pushed
     assert set(loaded.signatures) >= {"serving_default", "serve_tf_examples"}
     by_bars = loaded.signatures["serving_default"](
         volume=tf.constant(raw["volume"][:b]), quote_volume=tf.constant(raw["quote_volume"][:b]),
@@ -214,7 +224,7 @@ def test_report_has_tables_and_figures(runs):
                for c in champion)
 
 
-def test_exported_signature_is_causal(runs):
+def test_exported_signature_is_causal(runs, pushed):
     """Contract: the allocation of step k depends only on bars < o+k, through the embedded transform graph."""
     import tensorflow as tf
 
@@ -222,7 +232,7 @@ def test_exported_signature_is_causal(runs):
     first = runs["first"]
     raw = read_raw_examples(os.path.join(first.nodes["MarketDataExampleGen"].outputs["examples"][0], "Split-test"))
     b = min(16, len(raw["serialized"]))
-    serve = tf.saved_model.load(first.pushed_model_dir).signatures["serving_default"]
+    serve = pushed.signatures["serving_default"]
 
     def allocations(volume, quote_volume):
         return serve(volume=tf.constant(volume), quote_volume=tf.constant(quote_volume),

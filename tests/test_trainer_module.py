@@ -82,3 +82,38 @@ def test_frequency_weighting_gives_each_example_sqrt_of_min_over_its_frequency()
     assert len(unweighted) == 2  # (inputs, labels): no weights by default (the paper's recipe)
     with pytest.raises(ValueError, match="frequency_weighting"):
         frequency_loss_weights(x["bars"], "linear", 15)
+
+
+def test_model_and_loss_sections_are_typed_with_one_definition_of_each_default():
+    """The model section enters run_fn as `ModelConfig` (the pipeline's section class), whose defaults are the
+    model's own (`lem_model.presets`); the training section's loss options are `LEMLoss`'s keyword arguments, with
+    the defaults of `lem_model.presets.TRAINER_LOSS_DEFAULTS`, the library's being the paper's `LOSS_DEFAULTS`."""
+    import dataclasses
+    import inspect
+    from components.trainer.config import ModelConfig
+    from lem_model import compile_lem
+    from lem_model.loss import LEMLoss
+    from lem_model.model import LargeExecutionModel, build_lem
+    from lem_model.presets import LOSS_DEFAULTS, TRAINER_LOSS_DEFAULTS
+    from pipeline.configs import PipelineConfig
+    assert type(PipelineConfig().model) is ModelConfig
+    model_params = inspect.signature(LargeExecutionModel.__init__).parameters
+    for name, value in ModelConfig().build_options().items():
+        assert model_params[name].default == value, name
+    options = TrainingConfig().loss_options()
+    assert options and options == {k: TRAINER_LOSS_DEFAULTS[k] for k in options}
+    assert TrainingConfig().fixed_horizon_risk is True and LOSS_DEFAULTS["fixed_horizon_risk"] is False
+    loss_params = inspect.signature(LEMLoss.__init__).parameters
+    assert {k: loss_params[k].default for k in LOSS_DEFAULTS} == LOSS_DEFAULTS
+    # what run_fn does with the sections
+    section = ModelConfig(**dataclasses.asdict(ModelConfig(hidden_size=8, num_embedding=4, num_heads=2,
+                                                           fused_mlp_hidden_dim=8, recurrent="lstm")))
+    model = build_lem(num_features=5, lookback=10, n_ahead=4, **section.build_options())
+    training = TrainingConfig(risk_term="squared", fixed_horizon_pnl=False)
+    compile_lem(model, learning_rate=1e-3, metrics=False, **training.loss_options())
+    loss = model.loss
+    assert (loss.risk_term, loss.fixed_horizon_risk, loss.fixed_horizon_pnl) == ("squared", True, False)
+    with pytest.raises(TypeError, match="unknown loss option"):
+        compile_lem(model, risk="squared")
+    with pytest.raises(TypeError):
+        ModelConfig(hidden=8)

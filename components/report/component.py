@@ -123,7 +123,7 @@ def write_report(out_dir: str, split_uri: str, model_dir: str, *, split: str = "
     """The report of the SavedModel `model_dir` on the examples under `split_uri` (one split of an Examples
     artifact, annotated by VwapCurveBaseline when the VWAP-curve baseline is wanted) into `out_dir`; returns
     the summary (`render.render_report`). The component's body; also used to tabulate another split of a
-    finished run (benchmarks/reproduce.py --split eval)."""
+    finished run (evaluation.split: eval)."""
     from lem_model import bootstrap
     raw, meta, sizes, allocations, result = split_slippage(model_dir, split_uri)
     n_orders = len(raw["serialized"])

@@ -9,7 +9,7 @@ several (min_rate, max_rate) configurations may be given: every example is then 
 progress is printed locally. The SavedModel (transform graph embedded, two signatures) is written by
 `components.trainer.export`.
 
-custom_config = {"sizes": {n_ahead, lookback, norm_window}, "model": {build_lem hyperparameters},
+custom_config = {"sizes": {n_ahead, lookback, norm_window}, "model": {ModelConfig fields},
                  "training": {TrainingConfig fields}}.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from components.trainer import export
-from components.trainer.config import TrainingConfig
+from components.trainer.config import ModelConfig, TrainingConfig
 from lem_model.features import frequency_loss_weights
 from lem_model.presets import paper_min_rate
 
@@ -81,7 +81,7 @@ def input_options() -> tf.data.Options:
     """tf.data options of the Trainer's input: autotuning off. With it on, each pass's iterator runs a model
     thread whose wait between optimisations doubles up to 60 s, and the exhausted iterator's destructor
     waits that out: measured (TF 2.16.2, 2 cores) as the whole process idle for 15-60 s at the end of 30-50 %
-    of the epochs (benchmarks/HISTORY.md, session 14). AUTOTUNE parallelism then means one call per core, and
+    of the epochs (docs/experiments.md, training speed). AUTOTUNE parallelism then means one call per core, and
     the input pass costs ~2 s of a ~60 s epoch either way; the order of the examples is unchanged."""
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -136,7 +136,8 @@ def _callbacks(training: TrainingConfig, log_dir: str):
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
     cfg = fn_args.custom_config or {}
-    sizes, hp = cfg.get("sizes", {}), dict(cfg.get("model", {}))
+    sizes = cfg.get("sizes", {})
+    model_config = ModelConfig(**cfg.get("model", {}))
     training = TrainingConfig(**cfg.get("training", {}))
     n_ahead, lookback, norm_window = int(sizes["n_ahead"]), int(sizes["lookback"]), int(sizes["norm_window"])
     keras.utils.set_random_seed(training.seed)
@@ -156,11 +157,9 @@ def run_fn(fn_args) -> None:
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, shuffle=False, **common)
 
     from lem_model.model import build_lem, compile_lem
-    model = build_lem(num_features=num_features, lookback=lookback, n_ahead=n_ahead, **hp)
-    compile_lem(model, learning_rate=training.learning_rate, pnl_sharpness=training.pnl_sharpness,
-                fixed_horizon_risk=training.fixed_horizon_risk, risk_term=training.risk_term,
-                fixed_horizon_pnl=training.fixed_horizon_pnl,
-                jit_compile=training.jit_compile)
+    model = build_lem(num_features=num_features, lookback=lookback, n_ahead=n_ahead, **model_config.build_options())
+    compile_lem(model, learning_rate=training.learning_rate, jit_compile=training.jit_compile,
+                **training.loss_options())
     print(f"[trainer] LEM N={n_ahead} L={lookback} W={norm_window} F={num_features} on {device}; "
           f"{model.count_params():,} parameters; constraints (min_rate, max_rate) = {constraints}", flush=True)
 
@@ -169,6 +168,8 @@ def run_fn(fn_args) -> None:
     if steps:
         train_ds = train_ds.repeat()
     start = time.time()
+    print(f"[trainer] training up to {training.epochs} epochs; the first also builds the input pipeline and compiles "
+          f"the training step", flush=True)
     history = model.fit(train_ds, validation_data=eval_ds, epochs=training.epochs,
                         steps_per_epoch=steps, validation_steps=val_steps,
                         callbacks=_callbacks(training, fn_args.model_run_dir),
@@ -178,9 +179,11 @@ def run_fn(fn_args) -> None:
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         f.write(json.dumps({"history": hist, "train_seconds": seconds, "device": device}, indent=2))
 
+    print("[trainer] exporting the serving SavedModel (transform graph, signatures, warm-up requests)", flush=True)
     export.export_serving_model(
         model, tf_transform_output, fn_args.serving_model_dir, norm_window=norm_window, lookback=lookback,
         n_ahead=n_ahead, trained_frequencies=cfg.get("frequencies"),
         session_frequencies=cfg.get("session_frequencies"),
-        metadata={"model": hp, "num_features": num_features, "training": dataclasses.asdict(training),
-                  "epochs_run": len(hist.get("loss", [])), "train_seconds": round(seconds, 1), "device": device})
+        metadata={"model": dataclasses.asdict(model_config), "num_features": num_features,
+                  "training": dataclasses.asdict(training), "epochs_run": len(hist.get("loss", [])),
+                  "train_seconds": round(seconds, 1), "device": device})

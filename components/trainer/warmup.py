@@ -5,9 +5,9 @@ server (`serving.server`, through `serving.warmup`) and the pre-push check (`com
 `tensorflow_model_server --enable_model_warmup` (on by default) replays the `PredictionLog`s of that TFRecord
 file when it loads a version, before the version takes traffic, so the first real order does not pay the
 one-off costs. In a LEM SavedModel those are the XLA compilations of the small-batch path
-(`lem_model.fast_tf.small_batch_xla`): batches up to the model's `xla_max_batch` are padded to the next power of
-two, so each signature compiles once per batch size in `warmup_batch_sizes(xla_max_batch)` = 1, 2, 4, ..
-xla_max_batch (seconds each). The file holds one request per signature and batch size (plus one batch above
+(`lem_model.kernels.tensorflow_kernels.small_batch_xla`): batches up to the model's `xla_max_batch` are padded to
+the next power of two, so each signature compiles once per batch size in `warmup_batch_sizes(xla_max_batch)` =
+1, 2, 4, .. xla_max_batch (seconds each). The file holds one request per signature and batch size (plus one batch above
 xla_max_batch for the plain path), each a flat synthetic order window on the bar grid.
 
     write_warmup_file(export_dir, window_bars=468, n_ahead=12)     # right after tf.saved_model.save

@@ -1,37 +1,42 @@
-"""TensorFlow kernels of the LEM's fast form (`lem_model.fast`), used only under the TensorFlow backend.
+"""TensorFlow kernels of the LEM's blocks (registered under the TensorFlow backend only):
 
-  - `matmul_t`: a^T @ b by the matmul's adjoint flag (no transposes in the gradients either);
-  - `small_batch_xla`: the context block XLA-compiled for small batches in traced inference graphs;
-  - `context_chunks` / `in_chunks`: the training context block in concurrent batch chunks on CPU;
-  - `while_sequence`: the TKAN as one `tf.while_loop`, in training under a `tf.custom_gradient` with a
-    hand-written backward (see `lem_model.tkan_fast` for the maths both loops share).
-The constants below are part of this implementation, not settings: nothing assigns them. The one choice a user
-makes, the small-batch XLA bound, is the model's saved `xla_max_batch` option.
+  - "allocate": `generic.allocate` with `matmul_t` by the matmul's adjoint flag (no transposes in the gradients);
+  - "tkan": the paper's TKAN (`lem_model.recurrent.TKAN`) as one `tf.while_loop`; when a gradient will be taken
+    (`stash`), under a `tf.custom_gradient` with a hand-written backward;
+  - "small_batch_xla": a forward function XLA-compiled for small batches in traced inference graphs (the model's
+    saved `xla_max_batch`);
+  - "in_chunks": a row-wise function on batch chunks, separate subgraphs that TensorFlow's inter-op threads run at
+    the same time (the model's saved `context_chunks`).
+
+The TKAN kernel. The layer's time loop is bound by per-step op overhead on CPU, mostly the KAN's B-spline basis
+on [B, in, knots] tensors with broadcasting and slicing. Here, per step: the input/recurrent matmuls of the gates
+are one matmul of [x_t, h_{t-1}], likewise the KAN's input; the B-spline bases live in a flat
+[B, in * (knots - 1)] layout (`kan_constants`, `spline_bases`); the KAN's base and spline matmuls are one matmul.
+TensorFlow's own while-loop gradient pushes/pops every intermediate per step and does per-step weight-gradient
+matmuls plus accumulations; so with `stash` the forward (XLA-compiled) stashes per step, stacked to [T, B, width]:
+h, s (sub-KAN state), the KAN output and features [relu(a), bases] (for weight gradients), and local derivatives
+taken while the step's data are hot: gate multipliers m [B, 3U] (d gate pre-activations = [dc, dc, dc] * m), the
+forget gate, o * tanh'(c) (into dc), tanh(c) * sigmoid'(output gate), and for the KAN input relu'(a), the
+B-spline derivatives (from the last recursion level) and the layer norm's normalised input and 1/std. The
+backward is one reverse `tf.while_loop` carrying dh, dc, ds (one [B, 3U] @ [3U, U] matmul and the small KAN ones
+per step) that writes the gradients of the per-step pre-activations; each weight gradient is then one matmul or
+sum over all T * B rows. Without `stash` (inference, export) the loop runs bare.
 """
 from __future__ import annotations
 
-import os
+import functools
 
 import numpy as np
-import keras
 from keras import ops
 import tensorflow as tf
 
-from lem_model.kan_splines import kan_constants, kan_weight, spline_bases
+from lem_model.kernels import generic, register
 
 #: Up to this many columns in `matmul_t`'s right operand (e.g. a batch of <= 16 orders in the allocator's
 #: [P, H, B] layout), a^T @ b is computed as (b^T @ a)^T: a vector-matrix product reads the weights a in their
-#: stored order, which oneDNN does ~2x faster than through the adjoint flag (batch 1, 2 CPU cores).
+#: stored order, which oneDNN does ~2x faster than through the adjoint flag (batch 1, 2 CPU cores). A function of
+#: the input's shape only: both forms compute the same product.
 MATMUL_T_NARROW = 16
-#: In training on CPU, the batch is cut into this many chunks whose context blocks (embedding .. context GRN)
-#: are separate subgraphs, when TensorFlow has as many inter-op threads (its default: one per core) to run them
-#: at the same time; the allocator still sees the whole batch. Much of the context block is one thread's work:
-#: the recurrent loop's element-wise steps between short products on all cores, TensorFlow's small element-wise
-#: ops. Measured on 2 CPU cores, paper config, batch 256, inter-op 2: train step 1.36-1.37 -> 1.31-1.32 s
-#: (median of 8 steps, 2 process pairs). With one inter-op thread the chunks would run one after the other.
-TRAIN_CONTEXT_CHUNKS = 2
-#: ... and only when every chunk has at least this many rows (a batch of unknown size is cut).
-MIN_CHUNK_ROWS = 32
 
 
 def matmul_t(a, b):
@@ -52,14 +57,13 @@ def matmul_t(a, b):
     return tf.cond(tf.shape(b)[-1] <= MATMUL_T_NARROW, narrow, wide)
 
 
-def xla_inference(training, xla_max_batch: int) -> bool:
-    """True in traced inference graphs (`training=False`: export, serving, predict) with `xla_max_batch` >= 1,
-    where small batches run XLA-compiled (`small_batch_xla`); eager calls and training run plainly."""
-    return training is False and int(xla_max_batch) >= 1 and tf.inside_function()
+register("allocate", ("tensorflow",))(functools.partial(generic.allocate, matmul_t=matmul_t))
 
 
+@register("small_batch_xla", ("tensorflow",))
 def small_batch_xla(fn, max_batch: int, *xs):
-    """fn(*xs) for batch-major xs ([B, ...] each), XLA-compiled when B <= max_batch, else plain.
+    """fn(*xs) for batch-major xs ([B, ...] each); in a traced graph (export, serving), XLA-compiled when
+    B <= max_batch; eagerly, plain.
 
     Per-timestep while-loop overhead dominates a batch-1 recurrent pass on CPU (paper config: the 131 TKAN steps
     take ~2 ms XLA vs ~15 ms plain at batch 1; break-even near batch 8-16); XLA fuses the loop body and the
@@ -68,6 +72,8 @@ def small_batch_xla(fn, max_batch: int, *xs):
     Inference only: XLA cannot differentiate through the loop's accumulators. A SavedModel holding this needs
     `tensorflow_model_server --xla_cpu_compilation_enabled=true`.
     """
+    if not tf.inside_function():
+        return fn(*xs)
     xla_fn = tf.function(fn, jit_compile=True, autograph=False)
     batch = tf.shape(xs[0])[0]
 
@@ -87,45 +93,89 @@ def small_batch_xla(fn, max_batch: int, *xs):
     return tf.cond(batch <= max_batch, compiled, lambda: fn(*xs))
 
 
-def context_chunks(x) -> int:
-    """How many batch chunks of x [B, ...] the training context block runs in (see `TRAIN_CONTEXT_CHUNKS`):
-    1 unless traced, on CPU, with enough inter-op threads and rows."""
-    n = TRAIN_CONTEXT_CHUNKS
-    if x.shape[0] is not None and x.shape[0] < n * MIN_CHUNK_ROWS:
-        return 1
-    if not tf.inside_function() or tf.config.list_logical_devices("GPU"):  # eager: no concurrency; GPU: one stream
-        return 1
-    inter_op = tf.config.threading.get_inter_op_parallelism_threads() or len(os.sched_getaffinity(0))
-    return n if inter_op >= n else 1
-
-
-def in_chunks(fn, x, n):
-    """fn(x) for a row-wise fn, computed as concat(fn(chunk) for n batch chunks of x [B, ...])."""
+@register("in_chunks", ("tensorflow",))
+def in_chunks(fn, x, n: int):
+    """fn(x) for a row-wise fn, computed as concat(fn(chunk) for n batch chunks of x [B, ...]) (a chunk may be
+    empty). In training on CPU much of the LEM's context block is one thread's work (the recurrent loop's
+    element-wise steps between short products, small element-wise ops); chunks are independent subgraphs that
+    run at the same time when TensorFlow has as many inter-op threads (its default: one per core). Measured on
+    2 CPU cores, paper config, batch 256, 2 chunks: train step 1.369 -> 1.315 s (docs/experiments.md)."""
     static = x.shape[0] is not None  # then the chunks keep static shapes
     b = x.shape[0] if static else tf.shape(x)[0]
     sizes = [b // n] * (n - 1) + [b - (n - 1) * (b // n)]
     return tf.concat([fn(part) for part in tf.split(x, sizes if static else tf.stack(sizes), num=n)], 0)
 
 
-def while_supported(cell) -> bool:
-    """`while_sequence`'s hand-written gradient assumes tkan's default activations (tanh, sigmoid, relu)."""
-    kan = cell.tkan_sub_layers[0]
-    norm = kan.layer_norm
-    return (cell.activation is keras.activations.tanh and cell.recurrent_activation is keras.activations.sigmoid
-            and kan.base_activation_name == "relu" and norm is not None and norm.center and norm.scale
-            and not norm.rms_scaling)
+# --- the KAN sub-layer's B-splines in a flat layout ------------------------------------------------------------
+
+def kan_constants(grid, order: int):
+    """Constants of the flat-layout B-splines from the KAN's (non-trainable) grid [1, in, knots]: the bases (Cox-de
+    Boor recursion) in a [B, in * (knots - 1)] layout, features repeated by a 0/1 matmul, knot constants as row
+    vectors (zero where a basis does not exist at that order, so groups never mix); `keep` maps the flat bases to
+    the spline weight's rows (the unused trailing bases meet zero rows)."""
+    grid = ops.convert_to_tensor(grid)[0]                                  # [in, knots]
+    n_in, m0 = int(grid.shape[0]), int(grid.shape[-1]) - 1                 # order-0 bases per feature
+    n_final = m0 - order                                                   # = grid_size + spline_order
+    repeat = np.kron(np.eye(n_in, dtype="float32"), np.ones((1, m0), "float32"))  # [in, in*m0]
+
+    def flat(t):  # [in, m] -> [in*m0], zero-padded per feature
+        return ops.reshape(ops.pad(t, [[0, 0], [0, m0 - int(t.shape[1])]]), (-1,))
+
+    knots = []
+    for k in range(1, order + 1):
+        exists = np.tile((np.arange(m0) < m0 - k).astype("float32"), n_in)  # basis j exists at order k
+        knots.append((flat(grid[:, :-(k + 1)]), flat(1.0 / (grid[:, k:-1] - grid[:, :-(k + 1)])) * exists,
+                      flat(grid[:, k + 1:]), flat(1.0 / (grid[:, k + 1:] - grid[:, 1:-k])) * exists))
+    keep = np.zeros((n_in * m0, n_in * n_final), "float32")               # flat basis -> spline weight row
+    for i in range(n_in):
+        keep[i * m0 + np.arange(n_final), i * n_final + np.arange(n_final)] = 1.0
+    lo0, hi0 = ops.reshape(grid[:, :-1], (-1,)), ops.reshape(grid[:, 1:], (-1,))
+    return repeat, lo0, hi0, knots, keep
 
 
-def while_sequence(cell, x, squash_candidate, stash):
-    """`tkan_sequence` on TensorFlow as a function of x and `while_inputs(cell)`: one `tf.while_loop`; with
-    stash, under a `tf.custom_gradient` whose backward is one reverse `tf.while_loop` plus one matmul per
-    weight over all steps (see module doc)."""
-    kan = cell.tkan_sub_layers[0]
-    repeat, lo0, hi0, knots, _ = kan_constants(kan)
-    n_t, d_in, u = int(x.shape[1]), int(x.shape[2]), cell.units
-    n_s, n_q, n_f = cell.sub_kan_output_dim, kan.in_features, kan.in_features + repeat.shape[1]
+def spline_bases(a, repeat, lo0, hi0, knots, order=None):
+    """Flat B-spline bases [N, in*m0] of a [N, in] (`kan_constants`); with order (the spline order), also
+    their derivatives d basis / d (its feature of a), from the last recursion level's inputs."""
+    xr = ops.matmul(a, repeat)                                             # [N, in*m0]
+    bases = ops.cast(ops.logical_and(xr >= lo0, xr < hi0), a.dtype)
+    for lo, inv_left, hi, inv_right in knots:
+        prev, nxt = bases, ops.pad(bases[:, 1:], [[0, 0], [0, 1]])
+        bases = (xr - lo) * inv_left * bases + (hi - xr) * inv_right * nxt
+    if order is None:
+        return bases
+    return bases, order * (inv_left * prev - inv_right * nxt)
+
+
+# --- the TKAN ---------------------------------------------------------------------------------------------------
+
+@register("tkan", ("tensorflow",))
+def tkan(x, w, stash: bool):
+    """The paper's TKAN (eq. 12-18) over x [B, T, d] -> h [B, T, U] from the layer's weights by name
+    (`lem_model.recurrent.TKAN.cell_weights`); stash: keep the forward's intermediates for the hand-written
+    backward, for when a gradient will be taken (training). Without it TensorFlow differentiates the bare loop
+    (same gradients, slower), and a traced inference graph holds no gradient function (exportable)."""
+    conv = tf.convert_to_tensor
+    repeat, lo0, hi0, knots, keep = kan_constants(w["kan_grid"], w["kan_spline_order"])
+    u, n_s = w["recurrent_kernel"].shape[0], w["agg_kernel"].shape[0]
+    zeros = lambda n: tf.zeros((n,), x.dtype)
+    args = (x, tf.concat([conv(w["kernel"]), conv(w["recurrent_kernel"])], 0),
+            zeros(3 * u) if w["bias"] is None else conv(w["bias"]),
+            tf.concat([conv(w["sub_input_kernel"]), conv(w["sub_state_kernel"])], 0), conv(w["sub_mix"]),
+            conv(w["agg_kernel"]), conv(w["agg_bias"]), conv(w["kan_gamma"]), conv(w["kan_beta"]),
+            ops.concatenate([w["kan_base_kernel"], ops.matmul(keep, w["kan_spline_kernel"])], 0),
+            zeros(n_s) if w["kan_base_bias"] is None else conv(w["kan_base_bias"]))
+    return _while_sequence(x, u, n_s, repeat, lo0, hi0, knots, float(w["kan_spline_order"]),
+                           w["kan_epsilon"], stash)(*args)
+
+
+def _while_sequence(x, u, n_s, repeat, lo0, hi0, knots, order, eps, stash):
+    """The TKAN as a function of (x, w_gates, b_gates, w_sub, mix, w_agg, b_agg, gamma, beta, w_kan, b_kan): one
+    `tf.while_loop`; with stash, under a `tf.custom_gradient` whose backward is one reverse `tf.while_loop` plus
+    one matmul per weight over all steps (see module doc)."""
+    n_t, d_in = int(x.shape[1]), int(x.shape[2])
+    n_q = repeat.shape[0]
+    n_f = n_q + repeat.shape[1]
     spread = np.concatenate([np.eye(n_q, dtype="float32"), repeat.T], 0)  # d [relu(a), bases] -> d a
-    order, eps = float(kan.spline_order), kan.layer_norm.epsilon
     sigmoid_grad, tanh_grad = tf.raw_ops.SigmoidGrad, tf.raw_ops.TanhGrad  # (y, dy) -> dy * f'(x), y = f(x)
     stashed = dict(h=u, m=3 * u, g_forget=u, a_c=u, a_r=u, s=n_s, sub=n_s, feats=n_f, dfeats=n_f, xhat=n_q, rstd=1)
 
@@ -147,8 +197,7 @@ def while_sequence(cell, x, squash_candidate, stash):
         def body(t, h, c, s, tas):
             x_t = xt[t]
             g = tf.sigmoid(tf.matmul(tf.concat([x_t, h], -1), w_gates) + b_gates)
-            g_in, g_forget, g_cand = tf.split(g, 3, axis=-1)
-            cand = tf.tanh(g_cand) if squash_candidate else g_cand
+            g_in, g_forget, cand = tf.split(g, 3, axis=-1)
             c_new = g_forget * c + g_in * cand
             q = tf.matmul(tf.concat([x_t, s], -1), w_sub)
             mean, var = ops.moments(q, axes=[-1], keepdims=True)          # layer norm as Keras computes it
@@ -166,8 +215,7 @@ def while_sequence(cell, x, squash_candidate, stash):
             if not stash:
                 return t + 1, h_new, c_new, s_new, {"h": tas["h"].write(t, h_new)}
             # local derivatives, while hot: d p_t = [dc, dc, dc] * m, dc_t += dh * a_c, d r_t = dh * a_r
-            d_cand = tanh_grad(y=cand, dy=g_in) if squash_candidate else g_in
-            m = sigmoid_grad(y=g, dy=tf.concat([cand, c, d_cand], -1))
+            m = sigmoid_grad(y=g, dy=tf.concat([cand, c, g_in], -1))
             new = dict(h=h_new, m=m, g_forget=g_forget, a_c=tanh_grad(y=tc, dy=o), a_r=sigmoid_grad(y=o, dy=tc),
                        s=s_new, sub=sub, feats=feats, dfeats=tf.concat([tf.cast(a > 0, x.dtype), dbases], -1),
                        xhat=(q - mean) * rstd, rstd=rstd)
@@ -237,17 +285,3 @@ def while_sequence(cell, x, squash_candidate, stash):
         return y, grad
 
     return run
-
-
-def while_inputs(cell, x_dtype):
-    """The tensors `while_sequence`'s function takes after x, read from the layer's variables."""
-    kan, conv = cell.tkan_sub_layers[0], tf.convert_to_tensor
-    keep = kan_constants(kan)[-1]
-    u, n_s = cell.units, cell.sub_kan_output_dim
-    return (tf.concat([conv(cell.kernel), conv(cell.recurrent_kernel)], 0),
-            conv(cell.bias) if cell.use_bias else tf.zeros((3 * u,), x_dtype),
-            tf.concat([conv(cell.sub_tkan_recurrent_kernel_inputs)[0],
-                       conv(cell.sub_tkan_recurrent_kernel_states)[0]], 0),
-            conv(cell.sub_tkan_kernel)[0], conv(cell.aggregated_weight), conv(cell.aggregated_bias),
-            conv(kan.layer_norm.gamma), conv(kan.layer_norm.beta), kan_weight(kan, keep),
-            conv(kan.base_bias) if kan.use_bias else tf.zeros((n_s,), x_dtype))
