@@ -6,6 +6,7 @@ depend on the weights). Over-fills are errors; infeasible rates are refused unle
 import dataclasses
 import json
 import os
+import shutil
 
 import grpc
 import numpy as np
@@ -19,7 +20,7 @@ from serving.server import DevServer
 
 W, L, N = U.SIZES["norm_window"], U.SIZES["lookback"], U.SIZES["n_ahead"]
 T, O = W + L + N, W + L
-TRAINED = (U.FREQ, 90)
+TRAINED = (U.FREQ, 90)  # conftest.SEEDED_LEM_FREQUENCIES
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,10 @@ def bars():
 
 
 @pytest.fixture(scope="module")
-def model_base(tmp_path_factory):
-    import keras
-    from lem_model.features import NUM_BAR_FEATURES
-    from lem_model.model import build_lem
-    keras.utils.set_random_seed(3)
-    model = build_lem(num_features=NUM_BAR_FEATURES, lookback=L, n_ahead=N, **U.HYPER)
+def model_base(tmp_path_factory, seeded_lem_export):
+    """The session's seeded tiny LEM (conftest.seeded_lem_export, exported as trained on TRAINED) as version 1."""
     base = str(tmp_path_factory.mktemp("rules") / "lem")
-    U.export_version(model, base, 1, trained_frequencies=TRAINED)
+    shutil.copytree(seeded_lem_export, os.path.join(base, "1"))
     return base
 
 

@@ -8,20 +8,16 @@ import serving_testutils as U
 
 W, L, N = U.SIZES["norm_window"], U.SIZES["lookback"], U.SIZES["n_ahead"]
 T, O = W + L + N, W + L
-TRAINED = (U.FREQ, 90)
+TRAINED = (U.FREQ, 90)  # conftest.SEEDED_LEM_FREQUENCIES
 
 
 @pytest.fixture(scope="module")
-def signatures(tmp_path_factory):
-    import keras
+def signatures(seeded_lem_export):
+    """The session's seeded tiny LEM (conftest.seeded_lem_export, exported as trained on TRAINED), loaded."""
     import tensorflow as tf
-    from lem_model.features import NUM_BAR_FEATURES
-    from lem_model.model import build_lem
-    keras.utils.set_random_seed(5)
-    model = build_lem(num_features=NUM_BAR_FEATURES, lookback=L, n_ahead=N, **U.HYPER)
-    base = str(tmp_path_factory.mktemp("sig") / "lem")
-    path = U.export_version(model, base, 1, trained_frequencies=TRAINED, warmup=False)
-    return tf.saved_model.load(path).signatures
+    from components.trainer.export import read_metadata
+    assert read_metadata(seeded_lem_export)["trained_frequencies"] == sorted(TRAINED)
+    return tf.saved_model.load(seeded_lem_export).signatures
 
 
 @pytest.fixture(scope="module")
